@@ -1,0 +1,10 @@
+/* commands.h: the subcommands of `cohort` (DESIGN.md §4). Each takes the
+ * arguments after its name (argv[0] is the subcommand name) and returns the
+ * process exit code: 0 success, 1 runtime failure, 2 bad usage or input. */
+#ifndef FL_COMMANDS_H
+#define FL_COMMANDS_H
+
+int cmd_train(int argc, char **argv);
+int cmd_privacy(int argc, char **argv);
+
+#endif
