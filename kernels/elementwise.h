@@ -39,6 +39,20 @@ FL_HD static inline float fl_bce_logit(float z, float y) {
     return m + log1pf(expf(-fabsf(z))) - y * z;
 }
 
+/* Gradient of a cross-entropy loss w.r.t. one logit, times scale: p is the
+ * predicted probability (sigmoid or softmax) and y the target indicator (0 or
+ * 1). The binary and the k-class heads share it, and so do both backends. */
+FL_HD static inline float fl_xent_grad(float p, float y, float scale) {
+    return scale * (p - y);
+}
+
+/* One dense layer's share of an example's squared gradient norm, with a2 =
+ * ||a||^2 and g2 = ||g||^2: ||g a^T||_F^2 = a2 * g2 for the weights, g2 for
+ * the bias (DESIGN.md §7). */
+FL_HD static inline float fl_dense_sqnorm(float a2, float g2) {
+    return (a2 + 1.0f) * g2;
+}
+
 /* min(1, C / sqrt(sqnorm)); 1 for a zero norm. */
 FL_HD static inline float fl_clip_factor(float sqnorm, float clip) {
     float nrm = sqrtf(sqnorm);

@@ -79,7 +79,7 @@ static int cpu_sigmoid_xent(fl_backend *be, float *loss, float *dz, const float 
     for (int i = 0; i < rows; i++) {
         float yi = (float)y[i];
         loss[i] = fl_bce_logit(z[i], yi);
-        dz[i] = scale * (fl_sigmoid(z[i]) - yi);
+        dz[i] = fl_xent_grad(fl_sigmoid(z[i]), yi, scale);
     }
     return 0;
 }
@@ -95,7 +95,8 @@ static int cpu_softmax_xent(fl_backend *be, float *loss, float *dz, const float 
         for (int j = 0; j < k; j++) s += expf(zi[j] - mx);
         float lse = mx + logf(s);
         loss[i] = lse - zi[y[i]];
-        for (int j = 0; j < k; j++) di[j] = scale * (expf(zi[j] - lse) - (j == y[i] ? 1.0f : 0.0f));
+        for (int j = 0; j < k; j++)
+            di[j] = fl_xent_grad(expf(zi[j] - lse), j == y[i] ? 1.0f : 0.0f, scale);
     }
     return 0;
 }
@@ -130,7 +131,7 @@ static int cpu_row_sqnorm(fl_backend *be, float *out, const float *X, int rows, 
 
 static int cpu_norm_combine(fl_backend *be, float *acc, const float *a2, const float *g2,
                             int rows) {
-    for (int i = 0; i < rows; i++) acc[i] += (a2[i] + 1.0f) * g2[i];
+    for (int i = 0; i < rows; i++) acc[i] += fl_dense_sqnorm(a2[i], g2[i]);
     return 0;
 }
 
@@ -158,14 +159,15 @@ static int cpu_scal(fl_backend *be, float *x, float a, int64_t n) {
     return 0;
 }
 
-static int cpu_sgd_step(fl_backend *be, float *w, float *v, const float *g, int64_t n, float lr,
-                        float mom, float wd) {
+static int cpu_sgd_step(fl_backend *be, float *restrict w, float *restrict v,
+                        const float *restrict g, int64_t n, float lr, float mom, float wd) {
     for (int64_t i = 0; i < n; i++) fl_sgd_update(&w[i], v ? &v[i] : NULL, g[i], lr, mom, wd);
     return 0;
 }
 
-static int cpu_adam_step(fl_backend *be, float *w, float *m, float *v, const float *g, int64_t n,
-                         float lr, float b1, float b2, float eps, float wd, int64_t t) {
+static int cpu_adam_step(fl_backend *be, float *restrict w, float *restrict m, float *restrict v,
+                         const float *restrict g, int64_t n, float lr, float b1, float b2,
+                         float eps, float wd, int64_t t) {
     float bc1 = (float)(1.0 - pow((double)b1, (double)t));
     float bc2 = (float)(1.0 - pow((double)b2, (double)t));
     for (int64_t i = 0; i < n; i++) fl_adam_update(&w[i], &m[i], &v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);

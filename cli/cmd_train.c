@@ -1,0 +1,222 @@
+/* cmd_train.c: `cohort train`, centralized training on one dataset
+ * (DESIGN.md §4): the baseline every federated result is compared with.
+ * Progress goes to stderr one line per epoch; with --json the result is one
+ * JSON object on stdout. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/clikit.h"
+#include "cli/commands.h"
+#include "core/dataset.h"
+#include "core/log.h"
+#include "core/model.h"
+#include "core/train.h"
+#include "kernels/backend.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cohort train --data F.csv --schema S.ini [options]\n"
+            "  --model logreg|mlp:H1,H2,..  model (default logreg)\n"
+            "  --device auto|cpu|cuda       compute backend (default auto)\n"
+            "  --epochs N                   maximum epochs (default 100)\n"
+            "  --batch N                    batch size (default 64)\n"
+            "  --optimizer sgd|adam         (default adam)\n"
+            "  --lr X                       learning rate (default 0.01 adam, 0.1 sgd)\n"
+            "  --momentum X                 SGD momentum (default 0.9)\n"
+            "  --weight-decay X             L2 weight decay (default 1e-4)\n"
+            "  --patience N                 early-stopping patience in epochs (default 10)\n"
+            "  --val-fraction X             validation share of the rows (default 0.1)\n"
+            "  --test-fraction X            test share of the rows (default 0.2)\n"
+            "  --seed N                     split, initialisation and shuffling seed (default 42)\n"
+            "  --out F                      write the trained model (Cohort format) to F\n"
+            "  --json                       print the result as one JSON object on stdout\n");
+}
+
+typedef struct train_opts {
+    const char *data, *schema, *model, *device, *out;
+    long epochs, batch, patience;
+    int optimizer;
+    double lr, momentum, weight_decay, val_frac, test_frac;
+    unsigned long long seed;
+    int json;
+} train_opts;
+
+static int parse_args(train_opts *o, int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"data", required_argument, 0, 'd'},      {"schema", required_argument, 0, 's'},
+        {"model", required_argument, 0, 'm'},     {"device", required_argument, 0, 'D'},
+        {"epochs", required_argument, 0, 'e'},    {"batch", required_argument, 0, 'b'},
+        {"optimizer", required_argument, 0, 'o'}, {"lr", required_argument, 0, 'l'},
+        {"momentum", required_argument, 0, 'M'},  {"weight-decay", required_argument, 0, 'w'},
+        {"patience", required_argument, 0, 'p'},  {"val-fraction", required_argument, 0, 'v'},
+        {"test-fraction", required_argument, 0, 't'}, {"seed", required_argument, 0, 'S'},
+        {"out", required_argument, 0, 'O'},       {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->model = "logreg";
+    o->device = "auto";
+    o->epochs = 100;
+    o->batch = 64;
+    o->patience = 10;
+    o->optimizer = FL_OPT_ADAM;
+    o->lr = -1.0;
+    o->momentum = 0.9;
+    o->weight_decay = 1e-4;
+    o->val_frac = 0.1;
+    o->test_frac = 0.2;
+    o->seed = 42;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'd': o->data = optarg; break;
+        case 's': o->schema = optarg; break;
+        case 'm': o->model = optarg; break;
+        case 'D': o->device = optarg; break;
+        case 'O': o->out = optarg; break;
+        case 'e': bad = fl_cli_long(&o->epochs, "--epochs", optarg, 1, 1000000); break;
+        case 'b': bad = fl_cli_long(&o->batch, "--batch", optarg, 1, 1 << 20); break;
+        case 'p': bad = fl_cli_long(&o->patience, "--patience", optarg, 0, 1000000); break;
+        case 'l': bad = fl_cli_double(&o->lr, "--lr", optarg, 1e-12, 1e6); break;
+        case 'M': bad = fl_cli_double(&o->momentum, "--momentum", optarg, 0.0, 0.999999); break;
+        case 'w': bad = fl_cli_double(&o->weight_decay, "--weight-decay", optarg, 0.0, 1e3); break;
+        case 'v': bad = fl_cli_double(&o->val_frac, "--val-fraction", optarg, 0.0, 0.9); break;
+        case 't': bad = fl_cli_double(&o->test_frac, "--test-fraction", optarg, 0.0, 0.9); break;
+        case 'S': bad = fl_cli_u64(&o->seed, "--seed", optarg); break;
+        case 'j': o->json = 1; break;
+        case 'o':
+            if (!strcmp(optarg, "sgd")) o->optimizer = FL_OPT_SGD;
+            else if (!strcmp(optarg, "adam")) o->optimizer = FL_OPT_ADAM;
+            else bad = fl_cli_bad("--optimizer", optarg, "sgd or adam");
+            break;
+        case 'h': usage(stdout); return 1;
+        default:
+            fprintf(stderr, "cohort train: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+        if (bad) return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "cohort train: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!o->data || !o->schema) {
+        fprintf(stderr, "cohort train: --data and --schema are required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (o->val_frac + o->test_frac >= 0.95) {
+        fprintf(stderr, "cohort train: --val-fraction + --test-fraction must be below 0.95\n");
+        return 2;
+    }
+    if (o->lr < 0.0) o->lr = o->optimizer == FL_OPT_ADAM ? 0.01 : 0.1;
+    return 0;
+}
+
+static void on_epoch(void *ctx, const fl_epoch_report *r) {
+    (void)ctx;
+    fl_info("epoch %3d  train loss %.5f  val loss %.5f  val acc %.4f%s", r->epoch, r->train_loss,
+            r->val_loss, r->val_accuracy, r->improved ? "  *" : "");
+}
+
+static cJSON *eval_json(const fl_eval *ev) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", (double)ev->n);
+    cJSON_AddNumberToObject(o, "accuracy", ev->accuracy);
+    if (isfinite(ev->auc)) cJSON_AddNumberToObject(o, "auc", ev->auc);
+    else cJSON_AddNullToObject(o, "auc");
+    cJSON_AddNumberToObject(o, "loss", ev->loss);
+    return o;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_opts o;
+    int prc = parse_args(&o, argc, argv);
+    if (prc) return prc == 1 ? 0 : prc;
+    fl_log_set_tag("train");
+    char err[FL_ERR_LEN] = "";
+    int rc = FL_OK;
+    fl_schema schema = {0};
+    fl_csv csv = {0};
+    fl_encoder enc = {0};
+    fl_dataset tr = {0}, va = {0}, te = {0};
+    fl_backend *be = NULL;
+    fl_model model = {0};
+    enum fl_device dev;
+    if (fl_device_parse(&dev, o.device)) {
+        fl_cli_bad("--device", o.device, "auto, cpu or cuda");
+        return 2;
+    }
+    if ((rc = fl_schema_load(&schema, o.schema, err))) goto cleanup;
+    if ((rc = fl_dataset_load_split(&tr, &va, &te, &enc, &csv, &schema, o.val_frac, o.test_frac,
+                                    o.seed, err)))
+        goto cleanup;
+    fl_info("%s: %lld rows -> train %lld, validation %lld, test %lld; %d features, %d classes",
+            o.data, (long long)csv.n_rows, (long long)tr.n, (long long)va.n, (long long)te.n,
+            enc.n_features, enc.n_classes);
+    fl_model_spec spec;
+    if ((rc = fl_model_spec_parse(&spec, o.model, enc.n_features, enc.n_classes, err)))
+        goto cleanup;
+    if ((rc = fl_backend_open(&be, dev, err))) goto cleanup;
+    if ((rc = fl_model_init(&model, be, &spec, (int)o.batch, o.seed, err))) goto cleanup;
+    fl_train_config cfg;
+    fl_train_config_default(&cfg);
+    cfg.epochs = (int)o.epochs;
+    cfg.batch_size = (int)o.batch;
+    cfg.optimizer = o.optimizer;
+    cfg.lr = o.lr;
+    cfg.momentum = o.optimizer == FL_OPT_SGD ? o.momentum : 0.0;
+    cfg.weight_decay = o.weight_decay;
+    cfg.patience = (int)o.patience;
+    cfg.seed = o.seed;
+    cfg.on_epoch = on_epoch;
+    fl_train_result res;
+    if ((rc = fl_train(&res, &model, &tr, &va, &cfg, err))) goto cleanup;
+    fl_eval ev_test, ev_val;
+    if ((rc = fl_model_evaluate(&ev_test, &model, &te)) ||
+        (va.n > 0 && (rc = fl_model_evaluate(&ev_val, &model, &va)))) {
+        fl_seterr(err, rc, "evaluation: %s", fl_backend_error(be));
+        goto cleanup;
+    }
+    char name[FL_SPEC_LEN];
+    fl_model_spec_name(name, &spec);
+    fl_info("test: accuracy %.4f  auc %.4f  loss %.4f  (best epoch %d of %d)", ev_test.accuracy,
+            ev_test.auc, ev_test.loss, res.best_epoch, res.epochs_run);
+    if (o.out && (rc = fl_cli_save_model(o.out, &model, err))) goto cleanup;
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddItemToObject(j, "test", eval_json(&ev_test));
+        if (va.n > 0) cJSON_AddItemToObject(j, "validation", eval_json(&ev_val));
+        cJSON *t = cJSON_AddObjectToObject(j, "train");
+        cJSON_AddNumberToObject(t, "n", (double)tr.n);
+        cJSON_AddNumberToObject(t, "epochs", res.epochs_run);
+        cJSON_AddNumberToObject(t, "best_epoch", res.best_epoch);
+        cJSON_AddNumberToObject(t, "steps", (double)res.steps);
+        cJSON_AddStringToObject(j, "model", name);
+        cJSON_AddNumberToObject(j, "n_params", (double)model.n_params);
+        cJSON_AddNumberToObject(j, "features", enc.n_features);
+        cJSON_AddNumberToObject(j, "classes", enc.n_classes);
+        cJSON_AddStringToObject(j, "device", fl_backend_name(be));
+        cJSON_AddNumberToObject(j, "seed", (double)o.seed);
+        cJSON_AddStringToObject(j, "data", o.data);
+        if (fl_cli_print_json(j)) rc = FL_EIO;
+    }
+cleanup:
+    if (rc) fprintf(stderr, "cohort train: %s\n", err[0] ? err : fl_strerror(rc));
+    fl_model_free(&model);
+    fl_backend_close(be);
+    fl_dataset_free(&tr);
+    fl_dataset_free(&va);
+    fl_dataset_free(&te);
+    fl_encoder_free(&enc);
+    fl_csv_free(&csv);
+    fl_schema_free(&schema);
+    return fl_exit_code(rc);
+}
