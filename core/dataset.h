@@ -41,6 +41,7 @@ typedef struct fl_encoder {
     int label_col;
     int n_classes;   /* 2 for binary (class 1 = positive) */
     char **classes;  /* (n_classes) label values; binary: {"not <positive>", positive} */
+    const char *positive; /* borrowed from the schema; NULL: y is the index into classes */
     int n_sensitive;
     int *sens_col;             /* (n_sensitive) CSV column of each sensitive attribute */
     const fl_group_def **sens_def; /* (n_sensitive) borrowed from the schema; NULL = none */
@@ -54,6 +55,7 @@ typedef struct fl_stats {
     int n_cols;
     int64_t *count; /* (n_cols) non-missing numeric values */
     double *sum, *sumsq; /* (n_cols) */
+    int *n_levels; /* (n_cols) length of each level_count row, 0 for numeric */
     int64_t **level_count; /* (n_cols) each (n_levels) for categorical, NULL otherwise */
 } fl_stats;
 
@@ -114,11 +116,13 @@ void fl_dataset_free(fl_dataset *ds);
 /* Copies rows [idx[0..n)] of src into dst (fresh arrays). */
 int fl_dataset_subset(fl_dataset *dst, const fl_dataset *src, const int32_t *idx, int64_t n);
 
-/* The single-site path of `cohort train`: load, bind, split, fit on train,
- * encode all three splits. enc receives the fitted encoder (caller frees with
- * fl_encoder_free; it borrows *schema, which the caller keeps alive). */
+/* The single-site path of `cohort train`: bind, label, split, fit on train,
+ * encode all three splits. csv must already be loaded (fl_csv_load; an empty
+ * one is FL_EINVAL) and is only read. enc receives the fitted encoder (caller
+ * frees with fl_encoder_free; it borrows *schema, which the caller keeps
+ * alive). */
 int fl_dataset_load_split(fl_dataset *train, fl_dataset *val, fl_dataset *test, fl_encoder *enc,
-                          fl_csv *csv, const fl_schema *schema, double val_frac,
+                          const fl_csv *csv, const fl_schema *schema, double val_frac,
                           double test_frac, uint64_t seed, char err[FL_ERR_LEN]);
 
 /* True when cell is one of the encoder's missing tokens. */
