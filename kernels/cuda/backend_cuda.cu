@@ -39,7 +39,8 @@ static int fl_cuda_alloc(fl_backend *be, void **d_ptr, size_t bytes) {
         return fl_seterr(be->last_error, FL_ENOMEM, "cuda: alloc: %zu bytes is too large", bytes);
     size_t n = bytes ? (bytes + FL_CUDA_ALIGN - 1) & ~(FL_CUDA_ALIGN - 1) : FL_CUDA_ALIGN;
     void *p = NULL;
-    cudaError_t e = c->pool ? cudaMallocFromPoolAsync(&p, n, c->pool, c->stream) : cudaMalloc(&p, n);
+    cudaError_t e =
+        c->pool ? cudaMallocFromPoolAsync(&p, n, c->pool, c->stream) : cudaMalloc(&p, n);
     if (e != cudaSuccess) {
         char what[64];
         snprintf(what, sizeof what, "alloc of %zu bytes", bytes);
@@ -48,8 +49,10 @@ static int fl_cuda_alloc(fl_backend *be, void **d_ptr, size_t bytes) {
     e = cudaMemsetAsync(p, 0, n, c->stream);
     if (e != cudaSuccess) {
         int rc = fl_cuda_fail(be, e, "alloc: zero fill", __FILE__, __LINE__);
-        if (c->pool) cudaFreeAsync(p, c->stream);
-        else cudaFree(p);
+        if (c->pool)
+            cudaFreeAsync(p, c->stream);
+        else
+            cudaFree(p);
         return rc;
     }
     *d_ptr = p;
@@ -268,11 +271,12 @@ static int fl_cuda_init(fl_backend *be) {
     cudaError_t e = cudaFuncGetAttributes(&fa, fl_relu_forward_kernel);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        return fl_seterr(be->last_error, FL_ENOTSUP,
-                         "CUDA device %d (%s, sm_%d%d) cannot run this build's kernels (built for "
-                         "CUDA architectures %s; rebuild with -DCOHORT_CUDA_ARCHITECTURES=%d%d): %s",
-                         c->device, prop.name, prop.major, prop.minor, COHORT_CUDA_ARCHS,
-                         prop.major, prop.minor, cudaGetErrorString(e));
+        return fl_seterr(
+            be->last_error, FL_ENOTSUP,
+            "CUDA device %d (%s, sm_%d%d) cannot run this build's kernels (built for "
+            "CUDA architectures %s; rebuild with -DCOHORT_CUDA_ARCHITECTURES=%d%d): %s",
+            c->device, prop.name, prop.major, prop.minor, COHORT_CUDA_ARCHS, prop.major, prop.minor,
+            cudaGetErrorString(e));
     }
     /* 32 blocks of 256 threads per SM is several waves: enough to hide
      * memory latency, few enough that grid-stride loops do real work. */
@@ -316,8 +320,8 @@ int fl_backend_cuda_open(fl_backend **out, char err[FL_ERR_LEN]) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        int code = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? FL_ENOTSUP
-                                                                               : FL_EDEVICE;
+        int code =
+            e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? FL_ENOTSUP : FL_EDEVICE;
         return fl_seterr(err, code, "no CUDA device: %s (%s)%s", cudaGetErrorString(e),
                          cudaGetErrorName(e),
                          e == cudaErrorInsufficientDriver

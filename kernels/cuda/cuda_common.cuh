@@ -60,6 +60,10 @@ static inline const char *fl_cuda_base(const char *path) {
  * allocation failure is FL_ENOMEM, everything else FL_EDEVICE. */
 static int fl_cuda_fail(fl_backend *be, cudaError_t e, const char *what, const char *file,
                         int line) {
+    /* The runtime also keeps a failed call's error as the "last error"; clear
+     * it, or the next launch check would report this failure again. (Sticky
+     * errors, which end the context, stay whatever is done here.) */
+    (void)cudaGetLastError();
     int code = e == cudaErrorMemoryAllocation ? FL_ENOMEM : FL_EDEVICE;
     return fl_seterr(be->last_error, code, "cuda: %s: %s (%s at %s:%d)", what,
                      cudaGetErrorString(e), cudaGetErrorName(e), fl_cuda_base(file), line);
@@ -121,14 +125,15 @@ static inline unsigned fl_cuda_grid(const fl_cuda *c, int64_t n) {
 /* Grid-stride loop: i runs over [0, n) across the whole grid, in int64 so that
  * tensors beyond 2^31 elements need no special case. */
 #define FL_FOR_EACH(i, n)                                                                          \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                     \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (int64_t)gridDim.x * blockDim.x)
 
 /* ----------------------------------------------------------------------------
  * warp reductions (every lane of the warp must call them; all get the result) */
 
 __device__ static inline float fl_warp_sum(float v) {
-    for (int off = FL_WARP / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    for (int off = FL_WARP / 2; off > 0; off >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;
 }
 

@@ -27,16 +27,19 @@ __device__ static inline int64_t fl_warp_row(int rows) {
     return row < rows ? row : -1;
 }
 
-/* log-sum-exp of zr[0..k) with the maximum subtracted first, as on the CPU. */
-__device__ static inline float fl_warp_lse(const float *zr, int k, int lane, float *max_out) {
+/* The row's maximum and the sum of exp(z - max), as the CPU computes them
+ * before taking the log-sum-exp or normalising. */
+__device__ static inline void fl_warp_max_sumexp(const float *zr, int k, int lane, float *mx_out,
+                                                 float *s_out) {
     float mx = -INFINITY;
-    for (int j = lane; j < k; j += FL_WARP) mx = zr[j] > mx ? zr[j] : mx;
+    for (int j = lane; j < k; j += FL_WARP)
+        mx = zr[j] > mx ? zr[j] : mx;
     mx = fl_warp_max(mx);
     float s = 0.0f;
-    for (int j = lane; j < k; j += FL_WARP) s += expf(zr[j] - mx);
-    s = fl_warp_sum(s);
-    *max_out = mx;
-    return mx + logf(s);
+    for (int j = lane; j < k; j += FL_WARP)
+        s += expf(zr[j] - mx);
+    *mx_out = mx;
+    *s_out = fl_warp_sum(s);
 }
 
 /* z, dz (rows, k); loss, y (rows). A label outside [0, k) is a caller bug
@@ -52,8 +55,9 @@ __global__ void fl_softmax_xent_kernel(float *loss, float *dz, const float *z, c
     int yi = y[row];
     int valid = yi >= 0 && yi < k;
     float zy = valid ? zr[yi] : NAN; /* read before any lane writes dz (which may alias z) */
-    float mx;
-    float lse = fl_warp_lse(zr, k, lane, &mx);
+    float mx, s;
+    fl_warp_max_sumexp(zr, k, lane, &mx, &s);
+    float lse = mx + logf(s);
     __syncwarp();
     if (lane == 0) loss[row] = lse - zy;
     for (int j = lane; j < k; j += FL_WARP)
@@ -68,14 +72,11 @@ __global__ void fl_softmax_kernel(float *p, const float *z, int rows, int k) {
     int lane = threadIdx.x % FL_WARP;
     const float *zr = z + row * k;
     float *pr = p + row * k;
-    float mx = -INFINITY;
-    for (int j = lane; j < k; j += FL_WARP) mx = zr[j] > mx ? zr[j] : mx;
-    mx = fl_warp_max(mx);
-    float s = 0.0f;
-    for (int j = lane; j < k; j += FL_WARP) s += expf(zr[j] - mx);
-    s = fl_warp_sum(s);
+    float mx, s;
+    fl_warp_max_sumexp(zr, k, lane, &mx, &s);
     /* p may alias z: every lane has read its columns before the sum above. */
-    for (int j = lane; j < k; j += FL_WARP) pr[j] = expf(zr[j] - mx) / s;
+    for (int j = lane; j < k; j += FL_WARP)
+        pr[j] = expf(zr[j] - mx) / s;
 }
 
 /* X (rows, cols); out (rows). */
@@ -86,7 +87,8 @@ __global__ void fl_row_sqnorm_kernel(float *out, const float *X, int rows, int c
     int lane = threadIdx.x % FL_WARP;
     const float *xr = X + row * cols;
     float s = 0.0f;
-    for (int j = lane; j < cols; j += FL_WARP) s += xr[j] * xr[j];
+    for (int j = lane; j < cols; j += FL_WARP)
+        s += xr[j] * xr[j];
     s = fl_warp_sum(s);
     if (lane == 0) out[row] = accumulate ? out[row] + s : s;
 }
@@ -101,11 +103,10 @@ static inline unsigned fl_row_grid(int rows) {
 static int fl_cuda_softmax_xent(fl_backend *be, float *d_loss, float *d_dz, const float *d_z,
                                 const int32_t *d_y, int rows, int k, float scale) {
     fl_cuda *c = fl_cuda_of(be);
-    if (rows < 0 || k < 1)
-        return fl_cuda_einval(be, "softmax_xent: bad shape (%d, %d)", rows, k);
+    if (rows < 0 || k < 1) return fl_cuda_einval(be, "softmax_xent: bad shape (%d, %d)", rows, k);
     if (rows == 0) return 0;
     fl_softmax_xent_kernel<<<fl_row_grid(rows), FL_CUDA_BLOCK, 0, c->stream>>>(d_loss, d_dz, d_z,
-                                                                                d_y, rows, k, scale);
+                                                                               d_y, rows, k, scale);
     fl_cuda_launched(be, "softmax_xent");
     return 0;
 }
@@ -126,8 +127,8 @@ static int fl_cuda_row_sqnorm(fl_backend *be, float *d_out, const float *d_X, in
         return fl_cuda_einval(be, "row_sqnorm: negative shape (%d, %d)", rows, cols);
     if (rows == 0) return 0;
     /* cols == 0 still writes the rows (zero norms), as the CPU does. */
-    fl_row_sqnorm_kernel<<<fl_row_grid(rows), FL_CUDA_BLOCK, 0, c->stream>>>(d_out, d_X, rows,
-                                                                              cols, accumulate);
+    fl_row_sqnorm_kernel<<<fl_row_grid(rows), FL_CUDA_BLOCK, 0, c->stream>>>(d_out, d_X, rows, cols,
+                                                                             accumulate);
     fl_cuda_launched(be, "row_sqnorm");
     return 0;
 }

@@ -123,14 +123,14 @@ static int fl_cuda_size(fl_backend *be, const char *op, int64_t n, int *empty) {
 #define FL_CUDA_SIZE(be, op, n)                                                                    \
     do {                                                                                           \
         int fl_empty_ = 0;                                                                         \
-        int fl_rc_ = fl_cuda_size((be), (op), (n), &fl_empty_);                                   \
+        int fl_rc_ = fl_cuda_size((be), (op), (n), &fl_empty_);                                    \
         if (fl_rc_ || fl_empty_) return fl_rc_;                                                    \
     } while (0)
 
 #define FL_CUDA_SHAPE(be, op, rows, cols)                                                          \
     do {                                                                                           \
         if ((rows) < 0 || (cols) < 0)                                                              \
-            return fl_cuda_einval((be), "%s: negative shape (%d, %d)", (op), (rows), (cols));     \
+            return fl_cuda_einval((be), "%s: negative shape (%d, %d)", (op), (rows), (cols));      \
         if ((rows) == 0 || (cols) == 0) return 0;                                                  \
     } while (0)
 
@@ -147,7 +147,7 @@ static int fl_cuda_relu_backward(fl_backend *be, float *d_dx, const float *d_dy,
     fl_cuda *c = fl_cuda_of(be);
     FL_CUDA_SIZE(be, "relu_backward", n);
     fl_relu_backward_kernel<<<fl_cuda_grid(c, n), FL_CUDA_BLOCK, 0, c->stream>>>(d_dx, d_dy, d_y,
-                                                                                  n);
+                                                                                 n);
     fl_cuda_launched(be, "relu_backward");
     return 0;
 }
@@ -157,7 +157,7 @@ static int fl_cuda_add_bias(fl_backend *be, float *d_Z, const float *d_b, int ro
     FL_CUDA_SHAPE(be, "add_bias", rows, cols);
     int64_t total = (int64_t)rows * cols;
     fl_add_bias_kernel<<<fl_cuda_grid(c, total), FL_CUDA_BLOCK, 0, c->stream>>>(d_Z, d_b, total,
-                                                                                 cols);
+                                                                                cols);
     fl_cuda_launched(be, "add_bias");
     return 0;
 }
@@ -197,12 +197,12 @@ static int fl_cuda_predict_sigmoid(fl_backend *be, float *d_p, const float *d_z,
     return 0;
 }
 
-static int fl_cuda_norm_combine(fl_backend *be, float *d_acc, const float *d_a2,
-                                const float *d_g2, int rows) {
+static int fl_cuda_norm_combine(fl_backend *be, float *d_acc, const float *d_a2, const float *d_g2,
+                                int rows) {
     fl_cuda *c = fl_cuda_of(be);
     FL_CUDA_SIZE(be, "norm_combine", rows);
     fl_norm_combine_kernel<<<fl_cuda_grid(c, rows), FL_CUDA_BLOCK, 0, c->stream>>>(d_acc, d_a2,
-                                                                                    d_g2, rows);
+                                                                                   d_g2, rows);
     fl_cuda_launched(be, "norm_combine");
     return 0;
 }
@@ -212,7 +212,7 @@ static int fl_cuda_clip_factors(fl_backend *be, float *d_s, const float *d_sqnor
     fl_cuda *c = fl_cuda_of(be);
     FL_CUDA_SIZE(be, "clip_factors", rows);
     fl_clip_factors_kernel<<<fl_cuda_grid(c, rows), FL_CUDA_BLOCK, 0, c->stream>>>(d_s, d_sqnorm,
-                                                                                    rows, clip);
+                                                                                   rows, clip);
     fl_cuda_launched(be, "clip_factors");
     return 0;
 }
@@ -222,7 +222,7 @@ static int fl_cuda_row_scale(fl_backend *be, float *d_X, const float *d_s, int r
     FL_CUDA_SHAPE(be, "row_scale", rows, cols);
     int64_t total = (int64_t)rows * cols;
     fl_row_scale_kernel<<<fl_cuda_grid(c, total), FL_CUDA_BLOCK, 0, c->stream>>>(d_X, d_s, total,
-                                                                                  cols);
+                                                                                 cols);
     fl_cuda_launched(be, "row_scale");
     return 0;
 }
@@ -235,7 +235,7 @@ static int fl_cuda_sgd_step(fl_backend *be, float *d_w, float *d_v, const float 
      * poisons the context for every later operation. */
     if (momentum != 0.0f && !d_v) return fl_cuda_einval(be, "sgd_step: momentum without d_v");
     fl_sgd_kernel<<<fl_cuda_grid(c, n), FL_CUDA_BLOCK, 0, c->stream>>>(d_w, d_v, d_g, n, lr,
-                                                                        momentum, weight_decay);
+                                                                       momentum, weight_decay);
     fl_cuda_launched(be, "sgd_step");
     return 0;
 }
@@ -256,8 +256,8 @@ static int fl_cuda_adam_step(fl_backend *be, float *d_w, float *d_m, float *d_v,
     return 0;
 }
 
-static int fl_cuda_quantize(fl_backend *be, uint32_t *d_q, const float *d_x,
-                            const uint32_t *d_rnd, int64_t n, float clip, float scale) {
+static int fl_cuda_quantize(fl_backend *be, uint32_t *d_q, const float *d_x, const uint32_t *d_rnd,
+                            int64_t n, float clip, float scale) {
     fl_cuda *c = fl_cuda_of(be);
     FL_CUDA_SIZE(be, "quantize", n);
     /* fl_quantize1 converts a double in [0, 2 clip scale] to uint64. Outside
@@ -265,11 +265,12 @@ static int fl_cuda_quantize(fl_backend *be, uint32_t *d_q, const float *d_x,
      * so the words would differ between backends: such a range is refused. */
     double top = ((double)clip + (double)clip) * (double)scale;
     if (!(clip >= 0.0f) || !(scale >= 0.0f) || !(top < 0x1.0p64))
-        return fl_cuda_einval(be, "quantize: need 0 <= clip, 0 <= scale, 2*clip*scale < 2^64 "
-                                  "(clip %g, scale %g)",
+        return fl_cuda_einval(be,
+                              "quantize: need 0 <= clip, 0 <= scale, 2*clip*scale < 2^64 "
+                              "(clip %g, scale %g)",
                               (double)clip, (double)scale);
     fl_quantize_kernel<<<fl_cuda_grid(c, n), FL_CUDA_BLOCK, 0, c->stream>>>(d_q, d_x, d_rnd, n,
-                                                                             clip, scale);
+                                                                            clip, scale);
     fl_cuda_launched(be, "quantize");
     return 0;
 }
