@@ -34,9 +34,12 @@ int main(int argc, char **argv) {
     int json = fl_bench_json(argc, argv), dp = 0, steps = 30;
     const char *device = "cpu";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--dp")) dp = 1;
+        if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+            steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dp"))
+            dp = 1;
         else if (strcmp(argv[i], "--json")) {
             fprintf(stderr, "usage: train_throughput [--json] [--device D] [--steps N] [--dp]\n");
             return 2;
@@ -63,8 +66,10 @@ int main(int argc, char **argv) {
     int32_t h_y[BATCH];
     fl_rng r;
     fl_rng_seed(&r, 3);
-    for (int i = 0; i < BATCH * 784; i++) h_x[i] = (float)fl_rng_uniform(&r);
-    for (int i = 0; i < BATCH; i++) h_y[i] = (int32_t)fl_rng_below(&r, 10);
+    for (int i = 0; i < BATCH * 784; i++)
+        h_x[i] = (float)fl_rng_uniform(&r);
+    for (int i = 0; i < BATCH; i++)
+        h_y[i] = (int32_t)fl_rng_below(&r, 10);
     if (o->alloc(be, (void **)&d_m1, pb) || o->alloc(be, (void **)&d_m2, pb) ||
         o->upload(be, m.d_act[0], h_x, (size_t)BATCH * 784 * sizeof(float)) ||
         o->upload(be, m.d_y, h_y, sizeof h_y)) {
@@ -83,7 +88,8 @@ int main(int argc, char **argv) {
      * GEMMs, keeping the fastest block of each: both see the same machine
      * state, and a burst of other load cannot favour one side. */
     int64_t t = 0;
-    for (int i = 0; i < 5; i++) step(&m, d_m1, d_m2, ++t, clip);
+    for (int i = 0; i < 5; i++)
+        step(&m, d_m1, d_m2, ++t, clip);
     o->sync(be);
     double t_step = 1e30, t_gemm = 1e30;
     for (int rep = 0; rep < REPS; rep++) {
@@ -105,8 +111,8 @@ int main(int argc, char **argv) {
             }
             for (int l = m.n_layers - 1; l >= 0; l--) {
                 const fl_layer *L = &m.layer[l];
-                o->sgemm(be, 0, 1, L->in, L->out, BATCH, 1.0f, m.d_act[l], L->in, m.d_dz[l],
-                         L->out, 0.0f, m.d_grads + L->w_off, L->in);
+                o->sgemm(be, 0, 1, L->in, L->out, BATCH, 1.0f, m.d_act[l], L->in, m.d_dz[l], L->out,
+                         0.0f, m.d_grads + L->w_off, L->in);
                 if (l > 0)
                     o->sgemm(be, 0, 0, L->in, BATCH, L->out, 1.0f, m.d_params + L->w_off, L->in,
                              m.d_dz[l], L->out, 0.0f, m.d_dz[l - 1], L->in);

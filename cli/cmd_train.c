@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/clikit.h"
 #include "cli/commands.h"
 #include "core/dataset.h"
+#include "core/idx.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "core/train.h"
@@ -20,6 +22,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cohort train --data F.csv --schema S.ini [options]\n"
+            "       cohort train --data DIR [options]   (DIR holds IDX files, e.g. Fashion-MNIST)\n"
             "  --model logreg|mlp:H1,H2,..  model (default logreg)\n"
             "  --device auto|cpu|cuda       compute backend (default auto)\n"
             "  --epochs N                   maximum epochs (default 100)\n"
@@ -32,13 +35,14 @@ static void usage(FILE *f) {
             "  --val-fraction X             validation share of the rows (default 0.1)\n"
             "  --test-fraction X            test share of the rows (default 0.2)\n"
             "  --seed N                     split, initialisation and shuffling seed (default 42)\n"
+            "  --limit N                    read at most N rows of each IDX file\n"
             "  --out F                      write the trained model (Cohort format) to F\n"
             "  --json                       print the result as one JSON object on stdout\n");
 }
 
 typedef struct train_opts {
     const char *data, *schema, *model, *device, *out;
-    long epochs, batch, patience;
+    long epochs, batch, patience, limit;
     int optimizer;
     double lr, momentum, weight_decay, val_frac, test_frac;
     unsigned long long seed;
@@ -46,16 +50,25 @@ typedef struct train_opts {
 } train_opts;
 
 static int parse_args(train_opts *o, int argc, char **argv) {
-    static const struct option longopts[] = {
-        {"data", required_argument, 0, 'd'},      {"schema", required_argument, 0, 's'},
-        {"model", required_argument, 0, 'm'},     {"device", required_argument, 0, 'D'},
-        {"epochs", required_argument, 0, 'e'},    {"batch", required_argument, 0, 'b'},
-        {"optimizer", required_argument, 0, 'o'}, {"lr", required_argument, 0, 'l'},
-        {"momentum", required_argument, 0, 'M'},  {"weight-decay", required_argument, 0, 'w'},
-        {"patience", required_argument, 0, 'p'},  {"val-fraction", required_argument, 0, 'v'},
-        {"test-fraction", required_argument, 0, 't'}, {"seed", required_argument, 0, 'S'},
-        {"out", required_argument, 0, 'O'},       {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"data", required_argument, 0, 'd'},
+                                             {"schema", required_argument, 0, 's'},
+                                             {"model", required_argument, 0, 'm'},
+                                             {"device", required_argument, 0, 'D'},
+                                             {"epochs", required_argument, 0, 'e'},
+                                             {"batch", required_argument, 0, 'b'},
+                                             {"optimizer", required_argument, 0, 'o'},
+                                             {"lr", required_argument, 0, 'l'},
+                                             {"momentum", required_argument, 0, 'M'},
+                                             {"weight-decay", required_argument, 0, 'w'},
+                                             {"patience", required_argument, 0, 'p'},
+                                             {"val-fraction", required_argument, 0, 'v'},
+                                             {"test-fraction", required_argument, 0, 't'},
+                                             {"seed", required_argument, 0, 'S'},
+                                             {"out", required_argument, 0, 'O'},
+                                             {"limit", required_argument, 0, 'L'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = "logreg";
     o->device = "auto";
@@ -75,27 +88,65 @@ static int parse_args(train_opts *o, int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case 'd': o->data = optarg; break;
-        case 's': o->schema = optarg; break;
-        case 'm': o->model = optarg; break;
-        case 'D': o->device = optarg; break;
-        case 'O': o->out = optarg; break;
-        case 'e': bad = fl_cli_long(&o->epochs, "--epochs", optarg, 1, 1000000); break;
-        case 'b': bad = fl_cli_long(&o->batch, "--batch", optarg, 1, 1 << 20); break;
-        case 'p': bad = fl_cli_long(&o->patience, "--patience", optarg, 0, 1000000); break;
-        case 'l': bad = fl_cli_double(&o->lr, "--lr", optarg, 1e-12, 1e6); break;
-        case 'M': bad = fl_cli_double(&o->momentum, "--momentum", optarg, 0.0, 0.999999); break;
-        case 'w': bad = fl_cli_double(&o->weight_decay, "--weight-decay", optarg, 0.0, 1e3); break;
-        case 'v': bad = fl_cli_double(&o->val_frac, "--val-fraction", optarg, 0.0, 0.9); break;
-        case 't': bad = fl_cli_double(&o->test_frac, "--test-fraction", optarg, 0.0, 0.9); break;
-        case 'S': bad = fl_cli_u64(&o->seed, "--seed", optarg); break;
-        case 'j': o->json = 1; break;
-        case 'o':
-            if (!strcmp(optarg, "sgd")) o->optimizer = FL_OPT_SGD;
-            else if (!strcmp(optarg, "adam")) o->optimizer = FL_OPT_ADAM;
-            else bad = fl_cli_bad("--optimizer", optarg, "sgd or adam");
+        case 'd':
+            o->data = optarg;
             break;
-        case 'h': usage(stdout); return 1;
+        case 's':
+            o->schema = optarg;
+            break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'D':
+            o->device = optarg;
+            break;
+        case 'O':
+            o->out = optarg;
+            break;
+        case 'e':
+            bad = fl_cli_long(&o->epochs, "--epochs", optarg, 1, 1000000);
+            break;
+        case 'b':
+            bad = fl_cli_long(&o->batch, "--batch", optarg, 1, 1 << 20);
+            break;
+        case 'L':
+            bad = fl_cli_long(&o->limit, "--limit", optarg, 1, 1L << 40);
+            break;
+        case 'p':
+            bad = fl_cli_long(&o->patience, "--patience", optarg, 0, 1000000);
+            break;
+        case 'l':
+            bad = fl_cli_double(&o->lr, "--lr", optarg, 1e-12, 1e6);
+            break;
+        case 'M':
+            bad = fl_cli_double(&o->momentum, "--momentum", optarg, 0.0, 0.999999);
+            break;
+        case 'w':
+            bad = fl_cli_double(&o->weight_decay, "--weight-decay", optarg, 0.0, 1e3);
+            break;
+        case 'v':
+            bad = fl_cli_double(&o->val_frac, "--val-fraction", optarg, 0.0, 0.9);
+            break;
+        case 't':
+            bad = fl_cli_double(&o->test_frac, "--test-fraction", optarg, 0.0, 0.9);
+            break;
+        case 'S':
+            bad = fl_cli_u64(&o->seed, "--seed", optarg);
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        case 'o':
+            if (!strcmp(optarg, "sgd"))
+                o->optimizer = FL_OPT_SGD;
+            else if (!strcmp(optarg, "adam"))
+                o->optimizer = FL_OPT_ADAM;
+            else
+                bad = fl_cli_bad("--optimizer", optarg, "sgd or adam");
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
         default:
             fprintf(stderr, "cohort train: unknown or incomplete option '%s'\n", argv[optind - 1]);
             usage(stderr);
@@ -107,8 +158,11 @@ static int parse_args(train_opts *o, int argc, char **argv) {
         fprintf(stderr, "cohort train: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!o->data || !o->schema) {
-        fprintf(stderr, "cohort train: --data and --schema are required\n");
+    struct stat st;
+    int is_dir = o->data && stat(o->data, &st) == 0 && S_ISDIR(st.st_mode);
+    if (!o->data || (!o->schema && !is_dir)) {
+        fprintf(stderr, "cohort train: --data and --schema are required (--schema is not "
+                        "needed when --data is a directory of IDX files)\n");
         usage(stderr);
         return 2;
     }
@@ -130,10 +184,40 @@ static cJSON *eval_json(const fl_eval *ev) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "n", (double)ev->n);
     cJSON_AddNumberToObject(o, "accuracy", ev->accuracy);
-    if (isfinite(ev->auc)) cJSON_AddNumberToObject(o, "auc", ev->auc);
-    else cJSON_AddNullToObject(o, "auc");
+    if (isfinite(ev->auc))
+        cJSON_AddNumberToObject(o, "auc", ev->auc);
+    else
+        cJSON_AddNullToObject(o, "auc");
     cJSON_AddNumberToObject(o, "loss", ev->loss);
     return o;
+}
+
+/* IDX mode: the directory's training files give train and validation (a
+ * stratified --val-fraction), its t10k files the test set. */
+static int load_idx(fl_dataset *tr, fl_dataset *va, fl_dataset *te, const train_opts *o,
+                    char *err) {
+    fl_dataset all = {0};
+    int32_t *itr = NULL, *iva = NULL, *ite = NULL;
+    int64_t ntr, nva, nte;
+    int rc = fl_idx_load_dir(&all, o->data, 0, o->limit, err);
+    if (!rc) rc = fl_idx_load_dir(te, o->data, 1, o->limit, err);
+    if (rc) goto cleanup;
+    if (te->d != all.d || te->n_classes > all.n_classes) {
+        rc = fl_seterr(err, FL_EINVAL, "%s: test images do not match the training images", o->data);
+        goto cleanup;
+    }
+    te->n_classes = all.n_classes;
+    if ((rc = fl_split_stratified(&itr, &ntr, &iva, &nva, &ite, &nte, all.y, all.n, all.n_classes,
+                                  o->val_frac, 0.0, o->seed)))
+        goto cleanup;
+    rc = fl_dataset_subset(tr, &all, itr, ntr);
+    if (!rc) rc = fl_dataset_subset(va, &all, iva, nva);
+cleanup:
+    free(itr);
+    free(iva);
+    free(ite);
+    fl_dataset_free(&all);
+    return rc;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -154,16 +238,20 @@ int cmd_train(int argc, char **argv) {
         fl_cli_bad("--device", o.device, "auto, cpu or cuda");
         return 2;
     }
-    if ((rc = fl_schema_load(&schema, o.schema, err))) goto cleanup;
-    if ((rc = fl_dataset_load_split(&tr, &va, &te, &enc, &csv, &schema, o.val_frac, o.test_frac,
-                                    o.seed, err)))
-        goto cleanup;
-    fl_info("%s: %lld rows -> train %lld, validation %lld, test %lld; %d features, %d classes",
-            o.data, (long long)csv.n_rows, (long long)tr.n, (long long)va.n, (long long)te.n,
-            enc.n_features, enc.n_classes);
+    struct stat st;
+    if (stat(o.data, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if ((rc = load_idx(&tr, &va, &te, &o, err))) goto cleanup;
+    } else {
+        if ((rc = fl_schema_load(&schema, o.schema, err))) goto cleanup;
+        if ((rc = fl_csv_load(&csv, o.data, err))) goto cleanup;
+        if ((rc = fl_dataset_load_split(&tr, &va, &te, &enc, &csv, &schema, o.val_frac, o.test_frac,
+                                        o.seed, err)))
+            goto cleanup;
+    }
+    fl_info("%s: train %lld, validation %lld, test %lld rows; %d features, %d classes", o.data,
+            (long long)tr.n, (long long)va.n, (long long)te.n, tr.d, tr.n_classes);
     fl_model_spec spec;
-    if ((rc = fl_model_spec_parse(&spec, o.model, enc.n_features, enc.n_classes, err)))
-        goto cleanup;
+    if ((rc = fl_model_spec_parse(&spec, o.model, tr.d, tr.n_classes, err))) goto cleanup;
     if ((rc = fl_backend_open(&be, dev, err))) goto cleanup;
     if ((rc = fl_model_init(&model, be, &spec, (int)o.batch, o.seed, err))) goto cleanup;
     fl_train_config cfg;
@@ -201,8 +289,8 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(t, "steps", (double)res.steps);
         cJSON_AddStringToObject(j, "model", name);
         cJSON_AddNumberToObject(j, "n_params", (double)model.n_params);
-        cJSON_AddNumberToObject(j, "features", enc.n_features);
-        cJSON_AddNumberToObject(j, "classes", enc.n_classes);
+        cJSON_AddNumberToObject(j, "features", tr.d);
+        cJSON_AddNumberToObject(j, "classes", tr.n_classes);
         cJSON_AddStringToObject(j, "device", fl_backend_name(be));
         cJSON_AddNumberToObject(j, "seed", (double)o.seed);
         cJSON_AddStringToObject(j, "data", o.data);

@@ -17,8 +17,10 @@ static char *dupn(const char *s, size_t n) {
 }
 
 static void trim(const char **b, const char **e) {
-    while (*b < *e && isspace((unsigned char)**b)) (*b)++;
-    while (*e > *b && isspace((unsigned char)(*e)[-1])) (*e)--;
+    while (*b < *e && isspace((unsigned char)**b))
+        (*b)++;
+    while (*e > *b && isspace((unsigned char)(*e)[-1]))
+        (*e)--;
 }
 
 void fl_ini_free(fl_ini *ini) {
@@ -28,7 +30,8 @@ void fl_ini_free(fl_ini *ini) {
         free(ini->entries[i].key);
         free(ini->entries[i].value);
     }
-    for (int i = 0; i < ini->n_sections; i++) free(ini->sections[i]);
+    for (int i = 0; i < ini->n_sections; i++)
+        free(ini->sections[i]);
     free(ini->entries);
     free(ini->sections);
     free(ini->path);

@@ -32,8 +32,7 @@ typedef struct fl_ini {
  * error: silent last-one-wins hides typos in security settings. */
 int fl_ini_load(fl_ini *ini, const char *path, char err[FL_ERR_LEN]);
 /* The same, from a buffer; name stands in for the path in messages. */
-int fl_ini_parse(fl_ini *ini, const char *name, const char *text, size_t len,
-                 char err[FL_ERR_LEN]);
+int fl_ini_parse(fl_ini *ini, const char *name, const char *text, size_t len, char err[FL_ERR_LEN]);
 void fl_ini_free(fl_ini *ini);
 
 /* The entry for section/key, or NULL. Borrowed from ini. */

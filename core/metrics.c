@@ -40,10 +40,14 @@ fl_confusion fl_confusion_at(const float *p, const int32_t *y, int64_t n, double
     fl_confusion c = {0, 0, 0, 0};
     for (int64_t i = 0; i < n; i++) {
         int pred = p[i] >= t;
-        if (pred && y[i]) c.tp++;
-        else if (pred) c.fp++;
-        else if (y[i]) c.fn++;
-        else c.tn++;
+        if (pred && y[i])
+            c.tp++;
+        else if (pred)
+            c.fp++;
+        else if (y[i])
+            c.fn++;
+        else
+            c.tn++;
     }
     return c;
 }

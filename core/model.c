@@ -33,7 +33,8 @@ int64_t fl_model_spec_nparams(const fl_model_spec *s) {
 
 int64_t fl_model_spec_macs(const fl_model_spec *s) {
     int64_t n = 0;
-    for (int l = 0; l <= s->n_hidden; l++) n += (int64_t)layer_out(s, l) * layer_in(s, l);
+    for (int l = 0; l <= s->n_hidden; l++)
+        n += (int64_t)layer_out(s, l) * layer_in(s, l);
     return n;
 }
 
@@ -49,8 +50,7 @@ int fl_model_spec_parse(fl_model_spec *spec, const char *text, int n_in, int n_c
     spec->n_classes = n_classes;
     if (!strcmp(text, "logreg")) return FL_OK;
     if (strncmp(text, "mlp:", 4) != 0)
-        return fl_seterr(err, FL_EINVAL, "model '%s': expected 'logreg' or 'mlp:H1,H2,...'",
-                         text);
+        return fl_seterr(err, FL_EINVAL, "model '%s': expected 'logreg' or 'mlp:H1,H2,...'", text);
     const char *p = text + 4;
     while (*p) {
         char *end;
@@ -64,8 +64,7 @@ int fl_model_spec_parse(fl_model_spec *spec, const char *text, int n_in, int n_c
                              FL_MAX_HIDDEN);
         spec->hidden[spec->n_hidden++] = (int)h;
         p = *end ? end + 1 : end;
-        if (*end == ',' && !*p)
-            return fl_seterr(err, FL_EINVAL, "model '%s': trailing ','", text);
+        if (*end == ',' && !*p) return fl_seterr(err, FL_EINVAL, "model '%s': trailing ','", text);
     }
     if (spec->n_hidden == 0)
         return fl_seterr(err, FL_EINVAL, "model '%s': expected at least one hidden width", text);
@@ -93,8 +92,10 @@ void fl_model_free(fl_model *m) {
     const fl_backend_ops *o = m->be->ops;
     o->free(m->be, m->d_params);
     o->free(m->be, m->d_grads);
-    for (int l = 0; l <= m->n_layers; l++) o->free(m->be, m->d_act[l]);
-    for (int l = 0; l < m->n_layers; l++) o->free(m->be, m->d_dz[l]);
+    for (int l = 0; l <= m->n_layers; l++)
+        o->free(m->be, m->d_act[l]);
+    for (int l = 0; l < m->n_layers; l++)
+        o->free(m->be, m->d_dz[l]);
     o->free(m->be, m->d_loss);
     o->free(m->be, m->d_y);
     o->free(m->be, m->d_sq_a);
@@ -232,8 +233,7 @@ int fl_model_backward(fl_model *m, int rows, float scale, float clip, int accumu
      * each example's own gradient, and scale is folded in with them. */
     float s0 = clip > 0.0f ? 1.0f : scale;
     if (k == 1)
-        TRY(o->sigmoid_xent(m->be, m->d_loss, m->d_dz[last], m->d_act[last + 1], m->d_y, rows,
-                            s0));
+        TRY(o->sigmoid_xent(m->be, m->d_loss, m->d_dz[last], m->d_act[last + 1], m->d_y, rows, s0));
     else
         TRY(o->softmax_xent(m->be, m->d_loss, m->d_dz[last], m->d_act[last + 1], m->d_y, rows, k,
                             s0));
@@ -248,7 +248,8 @@ int fl_model_backward(fl_model *m, int rows, float scale, float clip, int accumu
      * gradients), then each example's norm, then the same weight GEMMs on
      * row-scaled dZ. Backprop is linear in each example's upstream gradient,
      * so scaling row i of every dZ_l by s_i scales example i's whole gradient. */
-    for (int l = last; l > 0; l--) TRY(input_grads(m, l, rows));
+    for (int l = last; l > 0; l--)
+        TRY(input_grads(m, l, rows));
     TRY(o->zero(m->be, m->d_norm, (size_t)rows * sizeof(float)));
     for (int l = 0; l <= last; l++) {
         TRY(o->row_sqnorm(m->be, m->d_sq_a, m->d_act[l], rows, m->layer[l].in, 0));
@@ -285,15 +286,15 @@ int fl_model_predict(fl_model *m, float *probs, const float *X, int64_t n) {
 static const char MAGIC[8] = {'C', 'O', 'H', 'O', 'R', 'T', 'M', '1'};
 
 static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static uint32_t get_u32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec,
-                       const float *params) {
+int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec, const float *params) {
     int64_t np = fl_model_spec_nparams(spec);
     size_t hdr = 8 + 4 * (3 + (size_t)spec->n_hidden + 1) + 8;
     size_t n = hdr + (size_t)np * 4;
@@ -305,7 +306,8 @@ int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec,
     put_u32(p, (uint32_t)spec->n_in), p += 4;
     put_u32(p, (uint32_t)spec->n_classes), p += 4;
     put_u32(p, (uint32_t)spec->n_hidden), p += 4;
-    for (int l = 0; l < spec->n_hidden; l++) put_u32(p, (uint32_t)spec->hidden[l]), p += 4;
+    for (int l = 0; l < spec->n_hidden; l++)
+        put_u32(p, (uint32_t)spec->hidden[l]), p += 4;
     put_u32(p, (uint32_t)np), put_u32(p + 4, (uint32_t)((uint64_t)np >> 32)), p += 8;
     for (int64_t i = 0; i < np; i++) {
         uint32_t w;

@@ -24,10 +24,10 @@
 #define FL_SPEC_LEN 128
 
 typedef struct fl_model_spec {
-    int n_in;                   /* encoded input features */
-    int n_hidden;               /* 0 = logistic regression */
-    int hidden[FL_MAX_HIDDEN];  /* hidden layer widths */
-    int n_classes;              /* 2 = binary (one sigmoid output) */
+    int n_in;                  /* encoded input features */
+    int n_hidden;              /* 0 = logistic regression */
+    int hidden[FL_MAX_HIDDEN]; /* hidden layer widths */
+    int n_classes;             /* 2 = binary (one sigmoid output) */
 } fl_model_spec;
 
 /* Parses "logreg" or "mlp:H1,H2,..." (1..FL_MAX_HIDDEN widths in 1..65536)
@@ -57,11 +57,11 @@ typedef struct fl_model {
     float *d_grads;  /* (n_params) */
     /* Workspace for batches of up to max_batch rows. */
     int max_batch;
-    float *d_act[FL_MAX_HIDDEN + 2]; /* act[0] input (B, n_in); act[l+1] output of layer l
-                                        (ReLU applied for hidden layers; logits for the last) */
-    float *d_dz[FL_MAX_HIDDEN + 1];  /* dL/d(pre-activation) of layer l (B, out_l) */
-    float *d_loss;                   /* (B) per-row loss */
-    int32_t *d_y;                    /* (B) labels */
+    float *d_act[FL_MAX_HIDDEN + 2];           /* act[0] input (B, n_in); act[l+1] output of layer l
+                                                  (ReLU applied for hidden layers; logits for the last) */
+    float *d_dz[FL_MAX_HIDDEN + 1];            /* dL/d(pre-activation) of layer l (B, out_l) */
+    float *d_loss;                             /* (B) per-row loss */
+    int32_t *d_y;                              /* (B) labels */
     float *d_sq_a, *d_sq_g, *d_norm, *d_clipf; /* (B) DP-SGD per-example norm work */
 } fl_model;
 
@@ -99,8 +99,7 @@ int fl_model_predict(fl_model *m, float *probs, const float *X, int64_t n);
 
 /* A self-describing byte string: "COHORTM1" magic, the spec, n_params, the
  * float32 parameters in little-endian order. *buf is malloc'd (caller frees). */
-int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec,
-                       const float *params);
+int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec, const float *params);
 /* Parses what fl_model_serialize wrote. *params is malloc'd (caller frees).
  * FL_EPARSE with the reason for a truncated or inconsistent buffer, or a
  * non-finite parameter. */

@@ -16,7 +16,8 @@ static uint64_t splitmix64(uint64_t *x) {
 }
 
 void fl_rng_seed(fl_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
 }
 
 uint64_t fl_rng_next(fl_rng *r) {

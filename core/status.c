@@ -6,22 +6,38 @@
 
 const char *fl_strerror(int code) {
     switch (code) {
-    case FL_OK: return "success";
-    case FL_EINVAL: return "invalid argument or input";
-    case FL_ENOMEM: return "out of memory";
-    case FL_EIO: return "input/output error";
-    case FL_EPROTO: return "protocol error";
-    case FL_EAUTH: return "authentication refused";
-    case FL_EBUDGET: return "privacy budget exceeded";
-    case FL_ETHRESHOLD: return "below threshold";
-    case FL_EPARSE: return "malformed input";
-    case FL_ENOTSUP: return "not supported";
-    case FL_EDEVICE: return "accelerator error";
-    case FL_ESTATE: return "invalid state";
-    case FL_ECRYPTO: return "cryptographic check failed";
-    case FL_ETIMEOUT: return "deadline exceeded";
-    case FL_ENUMERIC: return "non-finite value";
-    default: return "unknown error";
+    case FL_OK:
+        return "success";
+    case FL_EINVAL:
+        return "invalid argument or input";
+    case FL_ENOMEM:
+        return "out of memory";
+    case FL_EIO:
+        return "input/output error";
+    case FL_EPROTO:
+        return "protocol error";
+    case FL_EAUTH:
+        return "authentication refused";
+    case FL_EBUDGET:
+        return "privacy budget exceeded";
+    case FL_ETHRESHOLD:
+        return "below threshold";
+    case FL_EPARSE:
+        return "malformed input";
+    case FL_ENOTSUP:
+        return "not supported";
+    case FL_EDEVICE:
+        return "accelerator error";
+    case FL_ESTATE:
+        return "invalid state";
+    case FL_ECRYPTO:
+        return "cryptographic check failed";
+    case FL_ETIMEOUT:
+        return "deadline exceeded";
+    case FL_ENUMERIC:
+        return "non-finite value";
+    default:
+        return "unknown error";
     }
 }
 

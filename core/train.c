@@ -39,8 +39,8 @@ typedef struct trainer {
     int64_t t; /* optimiser steps so far */
 } trainer;
 
-static int check_config(const fl_train_config *c, const fl_dataset *train,
-                        const fl_model *m, char *err) {
+static int check_config(const fl_train_config *c, const fl_dataset *train, const fl_model *m,
+                        char *err) {
     if (c->epochs < 1) return fl_seterr(err, FL_EINVAL, "train: epochs must be >= 1");
     if (c->batch_size < 1) return fl_seterr(err, FL_EINVAL, "train: batch_size must be >= 1");
     if (!(c->lr > 0.0) || !isfinite(c->lr))
@@ -101,8 +101,7 @@ static int trainer_init(trainer *T, fl_model *m, const fl_train_config *cfg) {
     T->h_y = malloc(B * sizeof(int32_t));
     T->h_loss = malloc(B * sizeof(float));
     if (cfg->dp_clip > 0.0) T->h_noise = malloc(pb);
-    if (!T->h_x || !T->h_y || !T->h_loss || (cfg->dp_clip > 0.0 && !T->h_noise))
-        return FL_ENOMEM;
+    if (!T->h_x || !T->h_y || !T->h_loss || (cfg->dp_clip > 0.0 && !T->h_noise)) return FL_ENOMEM;
     return FL_OK;
 }
 
@@ -121,10 +120,11 @@ static int stage_batch(trainer *T, const fl_dataset *ds, const int32_t *idx, int
 
 /* Sum of the per-row losses of the last backward pass. */
 static int batch_loss(trainer *T, int rows, double *sum) {
-    int rc = T->m->be->ops->download(T->m->be, T->h_loss, T->m->d_loss,
-                                     (size_t)rows * sizeof(float));
+    int rc =
+        T->m->be->ops->download(T->m->be, T->h_loss, T->m->d_loss, (size_t)rows * sizeof(float));
     if (rc) return rc;
-    for (int i = 0; i < rows; i++) *sum += T->h_loss[i];
+    for (int i = 0; i < rows; i++)
+        *sum += T->h_loss[i];
     return FL_OK;
 }
 
@@ -137,8 +137,7 @@ static int optimizer_step(trainer *T) {
         /* grad of (mu/2)||w - w_ref||^2 is mu (w - w_ref) */
         if ((rc = o->axpy(m->be, m->d_grads, (float)c->prox_mu, m->d_params, m->n_params)))
             return rc;
-        if ((rc = o->axpy(m->be, m->d_grads, -(float)c->prox_mu, T->d_ref, m->n_params)))
-            return rc;
+        if ((rc = o->axpy(m->be, m->d_grads, -(float)c->prox_mu, T->d_ref, m->n_params))) return rc;
     }
     T->t++;
     if (c->optimizer == FL_OPT_ADAM)
@@ -235,7 +234,8 @@ int fl_train(fl_train_result *res, fl_model *m, const fl_dataset *train, const f
                   rc == FL_ENOMEM ? "out of memory" : fl_backend_error(m->be));
         goto cleanup;
     }
-    for (int64_t i = 0; i < train->n; i++) idx[i] = (int32_t)i;
+    for (int64_t i = 0; i < train->n; i++)
+        idx[i] = (int32_t)i;
     fl_rng rng;
     fl_rng_seed(&rng, cfg->seed);
     const fl_backend_ops *o = m->be->ops;
@@ -243,7 +243,8 @@ int fl_train(fl_train_result *res, fl_model *m, const fl_dataset *train, const f
     int use_val = val && val->n > 0;
     double best = INFINITY;
     int since_best = 0;
-    if (dp) res->sample_rate = cfg->batch_size >= train->n ? 1.0 : (double)cfg->batch_size / train->n;
+    if (dp)
+        res->sample_rate = cfg->batch_size >= train->n ? 1.0 : (double)cfg->batch_size / train->n;
     for (int e = 1; e <= cfg->epochs; e++) {
         double loss_sum = 0.0;
         int64_t seen = 0;

@@ -27,11 +27,11 @@ typedef struct fl_noise_source {
 } fl_noise_source;
 
 typedef struct fl_epoch_report {
-    int epoch;        /* 1-based */
+    int epoch;         /* 1-based */
     double train_loss; /* mean over the examples seen this epoch */
     double val_loss;   /* NaN without a validation set */
     double val_accuracy;
-    int improved;     /* validation loss improved (best parameters kept) */
+    int improved; /* validation loss improved (best parameters kept) */
 } fl_epoch_report;
 
 typedef struct fl_train_config {
@@ -57,9 +57,9 @@ typedef struct fl_train_result {
     int epochs_run;
     int best_epoch; /* the epoch whose parameters the model holds at return */
     double best_val_loss;
-    int64_t steps;       /* optimiser steps taken */
-    double sample_rate;  /* DP-SGD q = batch_size / n (0 when not private) */
-    int64_t examples;    /* examples processed */
+    int64_t steps;      /* optimiser steps taken */
+    double sample_rate; /* DP-SGD q = batch_size / n (0 when not private) */
+    int64_t examples;   /* examples processed */
 } fl_train_result;
 
 /* Sensible defaults: 20 epochs, batch 64, Adam lr 1e-3 (betas 0.9, 0.999,

@@ -12,6 +12,7 @@ PACKAGES=(
   libsqlite3-dev         # aggregator and client state, audit log
   libcjson-dev           # --json output, JSON API, reports
   libcmocka-dev          # unit tests
+  zlib1g-dev             # gzip-compressed IDX files
   dataset-fashion-mnist  # the image workload (IDX files)
 )
 

@@ -7,10 +7,14 @@
 
 int fl_device_parse(enum fl_device *out, const char *s) {
     if (!s) return FL_EINVAL;
-    if (!strcmp(s, "auto")) *out = FL_DEVICE_AUTO;
-    else if (!strcmp(s, "cpu")) *out = FL_DEVICE_CPU;
-    else if (!strcmp(s, "cuda")) *out = FL_DEVICE_CUDA;
-    else return FL_EINVAL;
+    if (!strcmp(s, "auto"))
+        *out = FL_DEVICE_AUTO;
+    else if (!strcmp(s, "cpu"))
+        *out = FL_DEVICE_CPU;
+    else if (!strcmp(s, "cuda"))
+        *out = FL_DEVICE_CUDA;
+    else
+        return FL_EINVAL;
     return FL_OK;
 }
 

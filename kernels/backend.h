@@ -116,7 +116,7 @@ typedef struct fl_backend_ops {
 
 struct fl_backend {
     const fl_backend_ops *ops;
-    void *impl;                /* backend-private state */
+    void *impl; /* backend-private state */
     char last_error[FL_ERR_LEN];
 };
 

@@ -48,29 +48,33 @@ static int cpu_sgemm(fl_backend *be, int transa, int transb, int m, int n, int k
 static int cpu_add_bias(fl_backend *be, float *Z, const float *b, int rows, int cols) {
     for (int i = 0; i < rows; i++) {
         float *z = Z + (size_t)i * cols;
-        for (int j = 0; j < cols; j++) z[j] += b[j];
+        for (int j = 0; j < cols; j++)
+            z[j] += b[j];
     }
     return 0;
 }
 
-static int cpu_col_sum(fl_backend *be, float *out, const float *G, int rows, int cols,
-                       float beta) {
-    for (int j = 0; j < cols; j++) out[j] *= beta;
+static int cpu_col_sum(fl_backend *be, float *out, const float *G, int rows, int cols, float beta) {
+    for (int j = 0; j < cols; j++)
+        out[j] *= beta;
     for (int i = 0; i < rows; i++) {
         const float *g = G + (size_t)i * cols;
-        for (int j = 0; j < cols; j++) out[j] += g[j];
+        for (int j = 0; j < cols; j++)
+            out[j] += g[j];
     }
     return 0;
 }
 
 static int cpu_relu_forward(fl_backend *be, float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = fl_relu(x[i]);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = fl_relu(x[i]);
     return 0;
 }
 
 static int cpu_relu_backward(fl_backend *be, float *dx, const float *dy, const float *y,
                              int64_t n) {
-    for (int64_t i = 0; i < n; i++) dx[i] = fl_relu_grad(dy[i], y[i]);
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = fl_relu_grad(dy[i], y[i]);
     return 0;
 }
 
@@ -90,9 +94,11 @@ static int cpu_softmax_xent(fl_backend *be, float *loss, float *dz, const float 
         const float *zi = z + (size_t)i * k;
         float *di = dz + (size_t)i * k;
         float mx = zi[0];
-        for (int j = 1; j < k; j++) mx = zi[j] > mx ? zi[j] : mx;
+        for (int j = 1; j < k; j++)
+            mx = zi[j] > mx ? zi[j] : mx;
         float s = 0.0f;
-        for (int j = 0; j < k; j++) s += expf(zi[j] - mx);
+        for (int j = 0; j < k; j++)
+            s += expf(zi[j] - mx);
         float lse = mx + logf(s);
         loss[i] = lse - zi[y[i]];
         for (int j = 0; j < k; j++)
@@ -103,27 +109,45 @@ static int cpu_softmax_xent(fl_backend *be, float *loss, float *dz, const float 
 
 static int cpu_predict(fl_backend *be, float *p, const float *z, int rows, int k) {
     if (k == 1) {
-        for (int i = 0; i < rows; i++) p[i] = fl_sigmoid(z[i]);
+        for (int i = 0; i < rows; i++)
+            p[i] = fl_sigmoid(z[i]);
         return 0;
     }
     for (int i = 0; i < rows; i++) {
         const float *zi = z + (size_t)i * k;
         float *pi = p + (size_t)i * k;
         float mx = zi[0];
-        for (int j = 1; j < k; j++) mx = zi[j] > mx ? zi[j] : mx;
+        for (int j = 1; j < k; j++)
+            mx = zi[j] > mx ? zi[j] : mx;
         float s = 0.0f;
-        for (int j = 0; j < k; j++) s += (pi[j] = expf(zi[j] - mx));
-        for (int j = 0; j < k; j++) pi[j] /= s;
+        for (int j = 0; j < k; j++)
+            s += (pi[j] = expf(zi[j] - mx));
+        for (int j = 0; j < k; j++)
+            pi[j] /= s;
     }
     return 0;
+}
+
+/* Sum of squares with eight independent partial sums, so the compiler can
+ * keep them in one vector register without reassociating a serial sum. */
+static float sqsum(const float *restrict x, int n) {
+    float acc[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; u++)
+            acc[u] += x[j + u] * x[j + u];
+    float s = 0.0f;
+    for (; j < n; j++)
+        s += x[j] * x[j];
+    for (int u = 0; u < 8; u++)
+        s += acc[u];
+    return s;
 }
 
 static int cpu_row_sqnorm(fl_backend *be, float *out, const float *X, int rows, int cols,
                           int accumulate) {
     for (int i = 0; i < rows; i++) {
-        const float *x = X + (size_t)i * cols;
-        float s = 0.0f;
-        for (int j = 0; j < cols; j++) s += x[j] * x[j];
+        float s = sqsum(X + (size_t)i * cols, cols);
         out[i] = accumulate ? out[i] + s : s;
     }
     return 0;
@@ -131,12 +155,14 @@ static int cpu_row_sqnorm(fl_backend *be, float *out, const float *X, int rows, 
 
 static int cpu_norm_combine(fl_backend *be, float *acc, const float *a2, const float *g2,
                             int rows) {
-    for (int i = 0; i < rows; i++) acc[i] += fl_dense_sqnorm(a2[i], g2[i]);
+    for (int i = 0; i < rows; i++)
+        acc[i] += fl_dense_sqnorm(a2[i], g2[i]);
     return 0;
 }
 
 static int cpu_clip_factors(fl_backend *be, float *s, const float *sq, int rows, float clip) {
-    for (int i = 0; i < rows; i++) s[i] = fl_clip_factor(sq[i], clip);
+    for (int i = 0; i < rows; i++)
+        s[i] = fl_clip_factor(sq[i], clip);
     return 0;
 }
 
@@ -144,24 +170,28 @@ static int cpu_row_scale(fl_backend *be, float *X, const float *s, int rows, int
     for (int i = 0; i < rows; i++) {
         float *x = X + (size_t)i * cols;
         float f = s[i];
-        for (int j = 0; j < cols; j++) x[j] *= f;
+        for (int j = 0; j < cols; j++)
+            x[j] *= f;
     }
     return 0;
 }
 
 static int cpu_axpy(fl_backend *be, float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
     return 0;
 }
 
 static int cpu_scal(fl_backend *be, float *x, float a, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] *= a;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= a;
     return 0;
 }
 
 static int cpu_sgd_step(fl_backend *be, float *restrict w, float *restrict v,
                         const float *restrict g, int64_t n, float lr, float mom, float wd) {
-    for (int64_t i = 0; i < n; i++) fl_sgd_update(&w[i], v ? &v[i] : NULL, g[i], lr, mom, wd);
+    for (int64_t i = 0; i < n; i++)
+        fl_sgd_update(&w[i], v ? &v[i] : NULL, g[i], lr, mom, wd);
     return 0;
 }
 
@@ -170,23 +200,27 @@ static int cpu_adam_step(fl_backend *be, float *restrict w, float *restrict m, f
                          float eps, float wd, int64_t t) {
     float bc1 = (float)(1.0 - pow((double)b1, (double)t));
     float bc2 = (float)(1.0 - pow((double)b2, (double)t));
-    for (int64_t i = 0; i < n; i++) fl_adam_update(&w[i], &m[i], &v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);
+    for (int64_t i = 0; i < n; i++)
+        fl_adam_update(&w[i], &m[i], &v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);
     return 0;
 }
 
-static int cpu_quantize(fl_backend *be, uint32_t *q, const float *x, const uint32_t *rnd,
-                        int64_t n, float clip, float scale) {
-    for (int64_t i = 0; i < n; i++) q[i] = fl_quantize1(x[i], rnd[i], clip, scale);
+static int cpu_quantize(fl_backend *be, uint32_t *q, const float *x, const uint32_t *rnd, int64_t n,
+                        float clip, float scale) {
+    for (int64_t i = 0; i < n; i++)
+        q[i] = fl_quantize1(x[i], rnd[i], clip, scale);
     return 0;
 }
 
 static int cpu_mod_add(fl_backend *be, uint32_t *acc, const uint32_t *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) acc[i] += x[i]; /* unsigned wrap-around is mod 2^32 */
+    for (int64_t i = 0; i < n; i++)
+        acc[i] += x[i]; /* unsigned wrap-around is mod 2^32 */
     return 0;
 }
 
 static int cpu_mod_sub(fl_backend *be, uint32_t *acc, const uint32_t *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) acc[i] -= x[i];
+    for (int64_t i = 0; i < n; i++)
+        acc[i] -= x[i];
     return 0;
 }
 

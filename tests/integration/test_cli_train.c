@@ -59,8 +59,8 @@ static double num(const cJSON *j, const char *obj, const char *key) {
 }
 
 static void test_credit_logreg(void **state) {
-    cJSON *j = train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "logreg",
-                          NULL);
+    cJSON *j =
+        train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "logreg", NULL);
     double acc = num(j, "test", "accuracy"), auc = num(j, "test", "auc");
     print_message("credit_data logreg: accuracy %.4f auc %.4f\n", acc, auc);
     assert_true(acc >= 0.79);
@@ -106,10 +106,10 @@ static void test_same_seed_bit_identical(void **state) {
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/a.model", fl_test_tmpdir());
     snprintf(b, sizeof b, "%s/b.model", fl_test_tmpdir());
-    cJSON *ja = train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "mlp:16,8",
-                           a);
-    cJSON *jb = train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "mlp:16,8",
-                           b);
+    cJSON *ja =
+        train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "mlp:16,8", a);
+    cJSON *jb =
+        train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "mlp:16,8", b);
     char *sa = cJSON_PrintUnformatted(ja), *sb = cJSON_PrintUnformatted(jb);
     assert_string_equal(sa, sb);
     size_t la, lb;
@@ -126,8 +126,8 @@ static void test_same_seed_bit_identical(void **state) {
 
 /* Runs cohort train on (csv, schema) and expects exit 2 and every needle in stderr. */
 static void expect_bad(const char *csv, const char *schema, const char *const *needles) {
-    char *argv[] = {g_cohort, "train", "--data", (char *)csv, "--schema", (char *)schema,
-                    "--json", NULL};
+    char *argv[] = {g_cohort,   "train",        "--data", (char *)csv,
+                    "--schema", (char *)schema, "--json", NULL};
     fl_proc_result r;
     assert_int_equal(fl_test_run(&r, argv), 0);
     if (r.exit_code != 2) fail_msg("expected exit 2, got %d: %s", r.exit_code, r.err);
@@ -137,8 +137,7 @@ static void expect_bad(const char *csv, const char *schema, const char *const *n
     fl_proc_result_free(&r);
 }
 
-static const char *SCHEMA =
-    "[schema]\nlabel = y\npositive = yes\ncategorical = c\nmissing = ,NA\n";
+static const char *SCHEMA = "[schema]\nlabel = y\npositive = yes\ncategorical = c\nmissing = ,NA\n";
 
 static void test_bad_inputs(void **state) {
     char *schema = fl_test_write_tmp("s.ini", SCHEMA);
@@ -196,12 +195,9 @@ static void test_bad_usage(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_usage),
-        cmocka_unit_test(test_bad_inputs),
-        cmocka_unit_test(test_credit_logreg),
-        cmocka_unit_test(test_flchain_logreg),
-        cmocka_unit_test(test_german_logreg),
-        cmocka_unit_test(test_same_seed_bit_identical),
+        cmocka_unit_test(test_bad_usage),     cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_credit_logreg), cmocka_unit_test(test_flchain_logreg),
+        cmocka_unit_test(test_german_logreg), cmocka_unit_test(test_same_seed_bit_identical),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

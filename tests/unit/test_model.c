@@ -28,11 +28,14 @@ static void setup_model(fixture *f, const char *spec_text, int n_in, int n_class
     assert_int_equal(fl_model_init(&f->m, f->be, &spec, ROWS, 7, err), FL_OK);
     fl_rng r;
     fl_rng_seed(&r, 99);
-    for (int i = 0; i < ROWS * n_in; i++) f->X[i] = (float)fl_rng_normal(&r);
-    for (int i = 0; i < ROWS; i++) f->y[i] = (int32_t)fl_rng_below(&r, (uint64_t)n_classes);
+    for (int i = 0; i < ROWS * n_in; i++)
+        f->X[i] = (float)fl_rng_normal(&r);
+    for (int i = 0; i < ROWS; i++)
+        f->y[i] = (int32_t)fl_rng_below(&r, (uint64_t)n_classes);
     /* random (not zero) parameters so every path carries gradient */
     float *p = malloc((size_t)f->m.n_params * sizeof(float));
-    for (int64_t i = 0; i < f->m.n_params; i++) p[i] = (float)(0.5 * fl_rng_normal(&r));
+    for (int64_t i = 0; i < f->m.n_params; i++)
+        p[i] = (float)(0.5 * fl_rng_normal(&r));
     assert_int_equal(fl_model_set_params(&f->m, p), FL_OK);
     free(p);
     memcpy(f->m.d_act[0], f->X, sizeof(float) * ROWS * (size_t)n_in); /* CPU: host memory */
@@ -48,7 +51,8 @@ static double total_loss(fl_model *m, int rows) {
     assert_int_equal(fl_model_forward(m, rows), FL_OK);
     assert_int_equal(fl_model_backward(m, rows, 1.0f, 0.0f, 0), FL_OK);
     double s = 0.0;
-    for (int i = 0; i < rows; i++) s += m->d_loss[i];
+    for (int i = 0; i < rows; i++)
+        s += m->d_loss[i];
     return s;
 }
 
@@ -120,11 +124,13 @@ static void dp_check(const char *spec_text, int n_in, int n_classes, float clip)
         assert_int_equal(fl_model_forward(m, 1), FL_OK);
         assert_int_equal(fl_model_backward(m, 1, 1.0f, 0.0f, 0), FL_OK);
         double nrm = 0.0;
-        for (int64_t j = 0; j < np; j++) nrm += (double)m->d_grads[j] * m->d_grads[j];
+        for (int64_t j = 0; j < np; j++)
+            nrm += (double)m->d_grads[j] * m->d_grads[j];
         nrm = sqrt(nrm);
         double s = nrm > clip ? clip / nrm : 1.0;
         clipped += nrm > clip;
-        for (int64_t j = 0; j < np; j++) ref[j] += s * m->d_grads[j];
+        for (int64_t j = 0; j < np; j++)
+            ref[j] += s * m->d_grads[j];
     }
     assert_true(clipped > 0 && clipped < ROWS); /* both branches exercised */
     memcpy(m->d_act[0], f.X, sizeof(float) * ROWS * (size_t)n_in);
