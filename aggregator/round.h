@@ -1,0 +1,147 @@
+/* round.h: the aggregator's round state machine (DESIGN.md §6), free of any
+ * transport: the gRPC service turns calls into fl_fed_join / fl_fed_poll /
+ * fl_fed_submit and the main loop calls fl_fed_tick; tests drive it directly.
+ *
+ *   WAIT_SITES -> STATS -> ( TRAIN -> AGGREGATE -> EVALUATE -> COMMIT ) x rounds -> DONE
+ *
+ * WAIT_SITES waits until every allow-listed site joined, or the join deadline
+ * passed with at least min_sites. STATS collects each site's imputation and
+ * standardisation sums (core/dataset.h fl_stats, flattened) and adds them, so
+ * every site encodes identically. Each round selects sites (a seeded sample of
+ * the joined ones), sends TRAIN, waits for their deltas until the stage
+ * deadline (stragglers are dropped and recorded), aggregates with the
+ * strategy in site order, sends EVALUATE with the new model to every joined
+ * site, and commits model, metrics and participation to the store in one
+ * transaction. A round with fewer than min_sites updates is restarted with
+ * the same seed.
+ *
+ * Restart: fl_fed_open resumes after the last committed round in the store;
+ * a round that was in flight is run again from its start with the same seed.
+ * Not thread-safe: the caller serialises calls (one mutex in the service). */
+#ifndef FL_ROUND_H
+#define FL_ROUND_H
+
+#include <stdint.h>
+
+#include "aggregator/store.h"
+#include "aggregator/strategy.h"
+#include "core/model.h"
+
+#define FL_MAX_SITES 256
+#define FL_NAME_LEN 64
+#define FL_HIST_BINS_MAX 4096
+
+enum fl_stage {
+    FL_STAGE_WAIT_SITES = 0,
+    FL_STAGE_STATS,
+    FL_STAGE_TRAIN,
+    FL_STAGE_EVALUATE,
+    FL_STAGE_DONE,
+};
+
+enum fl_task_kind {
+    FL_TASK_NONE = 0,
+    FL_TASK_STATS,
+    FL_TASK_TRAIN,
+    FL_TASK_EVALUATE,
+    FL_TASK_DONE
+};
+
+typedef struct fl_fed_config {
+    char federation_id[FL_NAME_LEN];
+    int rounds;
+    int min_sites;
+    double fraction; /* of the joined sites selected per round (at least min_sites) */
+    uint64_t seed;
+    int64_t join_timeout_ms, stage_timeout_ms;
+    int n_allowed;
+    char allowed[FL_MAX_SITES][FL_NAME_LEN]; /* site names (certificate CN) */
+    char model[FL_SPEC_LEN];                 /* "logreg" | "mlp:..." */
+    /* local training, sent with each TRAIN task */
+    int local_epochs, batch_size, optimizer;
+    double lr, momentum, weight_decay;
+    fl_strategy_config strategy;
+    int hist_bins; /* score histogram bins for federated AUC */
+} fl_fed_config;
+
+void fl_fed_config_default(fl_fed_config *cfg);
+
+/* What a site must do next. Pointers borrow from the federation and stay
+ * valid until the next call that changes its state. */
+typedef struct fl_task {
+    int kind; /* enum fl_task_kind */
+    int round;
+    int stage;
+    int64_t deadline_ms;
+    const uint8_t *model; /* TRAIN / EVALUATE: serialised global model */
+    size_t model_len;
+    const uint8_t *model_sha256;
+    const double *stats; /* TRAIN / EVALUATE: the summed statistics vector */
+    int64_t n_stats;
+    uint64_t seed; /* TRAIN: the site's training seed for this round */
+    double prox_mu;
+} fl_task;
+
+/* A site's result. Only the fields of its kind are read. */
+typedef struct fl_result {
+    int kind;
+    int round;
+    /* STATS */
+    const double *stats;
+    int64_t n_stats;
+    /* TRAIN */
+    const float *delta;
+    int64_t n_params;
+    int64_t n_examples;
+    double train_loss;
+    int refused; /* the site declined (e.g. privacy budget) */
+    const char *reason;
+    /* EVALUATE */
+    double loss_sum;
+    int64_t correct, count;
+    const uint64_t
+        *hist; /* (2, hist_bins) binary tasks: negatives then positives; NULL otherwise */
+    int hist_bins;
+} fl_result;
+
+typedef struct fl_round_metrics {
+    int round;
+    int completed, dropped;
+    double loss, accuracy, auc;
+} fl_round_metrics;
+
+typedef struct fl_federation fl_federation;
+
+/* Opens the federation on store (borrowed). Validates cfg; resumes from the
+ * store's last committed round. n_features / n_classes come from the first
+ * site to join (stored, and every later site must match). */
+int fl_fed_open(fl_federation **out, const fl_fed_config *cfg, fl_store *store, int64_t now_ms,
+                char err[FL_ERR_LEN]);
+void fl_fed_free(fl_federation *f);
+
+/* A site joined (name from its certificate). FL_EAUTH if not allow-listed;
+ * FL_EINVAL if its data layout differs from the federation's. *site is its
+ * id (1-based index in the allow-list). */
+int fl_fed_join(fl_federation *f, const char *name, int64_t n_examples, int n_features,
+                int n_classes, int *site, int64_t now_ms, char err[FL_ERR_LEN]);
+/* The site's next task (FL_TASK_NONE: nothing yet, poll again). */
+int fl_fed_poll(fl_federation *f, int site, fl_task *task, int64_t now_ms);
+/* A result. Stale rounds, unexpected kinds, a second result for the same
+ * task, wrong shapes and non-finite values are refused (FL_EPROTO /
+ * FL_EINVAL / FL_ENUMERIC with the reason) and change nothing. */
+int fl_fed_submit(fl_federation *f, int site, const fl_result *res, int64_t now_ms,
+                  char err[FL_ERR_LEN]);
+/* Advances on deadlines; returns 1 when the state changed (wake pollers). */
+int fl_fed_tick(fl_federation *f, int64_t now_ms);
+
+int fl_fed_stage(const fl_federation *f);
+int fl_fed_round(const fl_federation *f);
+const char *fl_stage_name(int stage);
+/* The metrics of committed round r (1-based), or NULL. */
+const fl_round_metrics *fl_fed_metrics(const fl_federation *f, int round);
+/* Current global model (serialised) and its SHA-256. */
+const uint8_t *fl_fed_model(const fl_federation *f, size_t *len, const uint8_t **sha256);
+/* The last error that stopped the federation (store failure), or NULL. */
+const char *fl_fed_error(const fl_federation *f);
+
+#endif
