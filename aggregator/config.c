@@ -1,0 +1,186 @@
+/* config.c: see config.h. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/ini.h"
+#include "core/train.h"
+
+void fl_path_resolve(char out[FL_PATH_LEN], const char *base, const char *rel) {
+    if (!rel || !*rel) {
+        out[0] = 0;
+        return;
+    }
+    if (rel[0] == '/') {
+        snprintf(out, FL_PATH_LEN, "%s", rel);
+        return;
+    }
+    const char *slash = strrchr(base, '/');
+    if (!slash) {
+        snprintf(out, FL_PATH_LEN, "%s", rel);
+        return;
+    }
+    snprintf(out, FL_PATH_LEN, "%.*s/%s", (int)(slash - base), base, rel);
+}
+
+int fl_config_train_section(const fl_ini *ini, int *local_epochs, int *batch_size, int *optimizer,
+                            double *lr, double *momentum, double *weight_decay,
+                            char err[FL_ERR_LEN]) {
+    static const char *const keys[] = {"local_epochs", "batch_size",   "optimizer", "lr",
+                                       "momentum",     "weight_decay", NULL};
+    int rc = fl_ini_check_keys(ini, "train", keys, err);
+    long e, b;
+    if (!rc) rc = fl_ini_get_int(&e, ini, "train", "local_epochs", *local_epochs, 1, 10000, err);
+    if (!rc) rc = fl_ini_get_int(&b, ini, "train", "batch_size", *batch_size, 1, 1 << 20, err);
+    if (!rc) rc = fl_ini_get_double(lr, ini, "train", "lr", *lr, 1e-9, 1e3, err);
+    if (!rc) rc = fl_ini_get_double(momentum, ini, "train", "momentum", *momentum, 0, 0.999, err);
+    if (!rc)
+        rc = fl_ini_get_double(weight_decay, ini, "train", "weight_decay", *weight_decay, 0, 10,
+                               err);
+    if (rc) return rc;
+    *local_epochs = (int)e;
+    *batch_size = (int)b;
+    const fl_ini_entry *o = fl_ini_find(ini, "train", "optimizer");
+    if (o) {
+        if (!strcmp(o->value, "sgd"))
+            *optimizer = FL_OPT_SGD;
+        else if (!strcmp(o->value, "adam"))
+            *optimizer = FL_OPT_ADAM;
+        else
+            return fl_seterr(err, FL_EINVAL,
+                             "%s:%d: key 'optimizer' in [train]: expected sgd or "
+                             "adam, got '%s'",
+                             ini->path, o->line, o->value);
+    }
+    return FL_OK;
+}
+
+static int path_key(char out[FL_PATH_LEN], const fl_ini *ini, const char *key, int required,
+                    char *err) {
+    const fl_ini_entry *e = fl_ini_find(ini, "aggregator", key);
+    if (!e || !*e->value) {
+        out[0] = 0;
+        return required ? fl_seterr(err, FL_EINVAL, "%s: [aggregator] needs '%s'", ini->path, key)
+                        : FL_OK;
+    }
+    fl_path_resolve(out, ini->path, e->value);
+    return FL_OK;
+}
+
+int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN]) {
+    memset(cfg, 0, sizeof *cfg);
+    fl_fed_config *f = &cfg->fed;
+    fl_fed_config_default(f);
+    fl_ini ini;
+    int rc = fl_ini_load(&ini, path, err);
+    if (rc) return rc;
+    static const char *const agg_keys[] = {
+        "listen", "federation_id", "db",        "ca",           "crl",           "cert",
+        "key",    "sites",         "port_file", "join_timeout", "stage_timeout", NULL};
+    static const char *const fed_keys[] = {"rounds",    "min_sites", "fraction", "seed", "strategy",
+                                           "server_lr", "trim",      "prox_mu",  NULL};
+    static const char *const model_keys[] = {"type", NULL};
+    static const char *const eval_keys[] = {"hist_bins", NULL};
+    for (int i = 0; i < ini.n_sections && !rc; i++) {
+        const char *s = ini.sections[i];
+        if (strcmp(s, "aggregator") && strcmp(s, "federation") && strcmp(s, "model") &&
+            strcmp(s, "train") && strcmp(s, "evaluate") && strcmp(s, "privacy") &&
+            strcmp(s, "secagg"))
+            rc = fl_seterr(err, FL_EINVAL, "%s: unknown section [%s]", path, s);
+    }
+    if (!rc) rc = fl_ini_check_keys(&ini, "aggregator", agg_keys, err);
+    if (!rc) rc = fl_ini_check_keys(&ini, "federation", fed_keys, err);
+    if (!rc) rc = fl_ini_check_keys(&ini, "model", model_keys, err);
+    if (!rc) rc = fl_ini_check_keys(&ini, "evaluate", eval_keys, err);
+    if (rc) goto cleanup;
+    snprintf(cfg->listen, sizeof cfg->listen, "%s",
+             fl_ini_get(&ini, "aggregator", "listen", "127.0.0.1:7443"));
+    snprintf(f->federation_id, sizeof f->federation_id, "%s",
+             fl_ini_get(&ini, "aggregator", "federation_id", "cohort"));
+    if ((rc = path_key(cfg->db, &ini, "db", 1, err)) ||
+        (rc = path_key(cfg->ca, &ini, "ca", 1, err)) ||
+        (rc = path_key(cfg->cert, &ini, "cert", 1, err)) ||
+        (rc = path_key(cfg->key, &ini, "key", 1, err)) ||
+        (rc = path_key(cfg->crl, &ini, "crl", 0, err)) ||
+        (rc = path_key(cfg->port_file, &ini, "port_file", 0, err)))
+        goto cleanup;
+    const fl_ini_entry *sites = fl_ini_find(&ini, "aggregator", "sites");
+    if (!sites || !*sites->value) {
+        rc = fl_seterr(err, FL_EINVAL, "%s: [aggregator] needs 'sites' (the allow-list)", path);
+        goto cleanup;
+    }
+    for (const char *p = sites->value; *p;) {
+        const char *c = strchr(p, ',');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        while (n && (*p == ' '))
+            p++, n--;
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n == 0 || n >= FL_NAME_LEN || f->n_allowed == FL_MAX_SITES) {
+            rc = fl_seterr(err, FL_EINVAL,
+                           "%s:%d: 'sites': expected 1..%d names of 1..%d "
+                           "characters separated by ','",
+                           path, sites->line, FL_MAX_SITES, FL_NAME_LEN - 1);
+            goto cleanup;
+        }
+        snprintf(f->allowed[f->n_allowed++], FL_NAME_LEN, "%.*s", (int)n, p);
+        p = c ? c + 1 : p + strlen(p);
+    }
+    long v;
+    double d;
+    if ((rc = fl_ini_get_int(&v, &ini, "aggregator", "join_timeout", 60, 1, 86400, err)))
+        goto cleanup;
+    f->join_timeout_ms = v * 1000;
+    if ((rc = fl_ini_get_double(&d, &ini, "aggregator", "stage_timeout", 120, 0.1, 86400, err)))
+        goto cleanup;
+    f->stage_timeout_ms = (int64_t)(d * 1000);
+    if ((rc = fl_ini_get_int(&v, &ini, "federation", "rounds", 10, 1, 100000, err))) goto cleanup;
+    f->rounds = (int)v;
+    if ((rc = fl_ini_get_int(&v, &ini, "federation", "min_sites", f->n_allowed < 2 ? 1 : 2, 1,
+                             FL_MAX_SITES, err)))
+        goto cleanup;
+    f->min_sites = (int)v;
+    if ((rc = fl_ini_get_double(&f->fraction, &ini, "federation", "fraction", 1.0, 1e-6, 1.0, err)))
+        goto cleanup;
+    unsigned long long seed = 42;
+    const fl_ini_entry *se = fl_ini_find(&ini, "federation", "seed");
+    if (se && sscanf(se->value, "%llu", &seed) != 1) {
+        rc = fl_seterr(err, FL_EINVAL, "%s:%d: 'seed': expected a non-negative integer", path,
+                       se->line);
+        goto cleanup;
+    }
+    f->seed = seed;
+    const fl_ini_entry *st = fl_ini_find(&ini, "federation", "strategy");
+    int kind = FL_STRATEGY_FEDAVG;
+    if (st && fl_strategy_parse(&kind, st->value)) {
+        rc = fl_seterr(err, FL_EINVAL,
+                       "%s:%d: 'strategy': expected fedavg, fedprox, fedadam, "
+                       "fedyogi, median or trimmed_mean, got '%s'",
+                       path, st->line, st->value);
+        goto cleanup;
+    }
+    fl_strategy_config_default(&f->strategy, kind);
+    if ((rc = fl_ini_get_double(&f->strategy.server_lr, &ini, "federation", "server_lr",
+                                f->strategy.server_lr, 1e-9, 1e3, err)) ||
+        (rc = fl_ini_get_double(&f->strategy.trim, &ini, "federation", "trim", f->strategy.trim, 0,
+                                0.49, err)) ||
+        (rc = fl_ini_get_double(&f->strategy.prox_mu, &ini, "federation", "prox_mu",
+                                f->strategy.prox_mu, 0, 1e3, err)))
+        goto cleanup;
+    snprintf(f->model, sizeof f->model, "%s", fl_ini_get(&ini, "model", "type", "logreg"));
+    if ((rc = fl_config_train_section(&ini, &f->local_epochs, &f->batch_size, &f->optimizer, &f->lr,
+                                      &f->momentum, &f->weight_decay, err)))
+        goto cleanup;
+    if ((rc = fl_ini_get_int(&v, &ini, "evaluate", "hist_bins", 1000, 2, FL_HIST_BINS_MAX, err)))
+        goto cleanup;
+    f->hist_bins = (int)v;
+    if (f->min_sites > f->n_allowed) {
+        rc = fl_seterr(err, FL_EINVAL, "%s: min_sites %d is more than the %d allowed sites", path,
+                       f->min_sites, f->n_allowed);
+        goto cleanup;
+    }
+cleanup:
+    fl_ini_free(&ini);
+    return rc;
+}

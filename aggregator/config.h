@@ -1,0 +1,47 @@
+/* config.h: aggregator.ini (DESIGN.md §4): the server's own settings and the
+ * federation it runs.
+ *
+ *   [aggregator]
+ *   listen = 127.0.0.1:7443      ; host:port (port 0 = any free port)
+ *   federation_id = demo
+ *   db = aggregator.db           ; relative paths are relative to this file
+ *   ca = pki/ca.crt
+ *   crl = pki/ca.crl             ; optional; revoked certificates are refused
+ *   cert = pki/aggregator.crt
+ *   key = pki/aggregator.key
+ *   sites = site-1,site-2,site-3 ; the allow-list (certificate names)
+ *   port_file = agg.port         ; optional: the bound port is written here
+ *   join_timeout = 60            ; seconds
+ *   stage_timeout = 120          ; seconds per stage
+ *   [federation]  rounds, min_sites, fraction, seed, strategy, server_lr, trim, prox_mu
+ *   [model]       type = logreg | mlp:64,32
+ *   [train]       local_epochs, batch_size, optimizer = sgd|adam, lr, momentum, weight_decay
+ *   [evaluate]    hist_bins */
+#ifndef FL_AGG_CONFIG_H
+#define FL_AGG_CONFIG_H
+
+#include "aggregator/round.h"
+
+#define FL_PATH_LEN 4096
+
+typedef struct fl_agg_config {
+    char listen[256];
+    char db[FL_PATH_LEN], ca[FL_PATH_LEN], crl[FL_PATH_LEN], cert[FL_PATH_LEN], key[FL_PATH_LEN],
+        port_file[FL_PATH_LEN];
+    fl_fed_config fed;
+} fl_agg_config;
+
+/* Loads and validates path. Errors name the file, line and key. */
+int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN]);
+
+/* Resolves rel against the directory of base (absolute rel is kept). */
+void fl_path_resolve(char out[FL_PATH_LEN], const char *base, const char *rel);
+
+/* Shared between aggregator.ini, client.ini and federation.ini: the [train]
+ * section into the fields of a training configuration. */
+struct fl_ini;
+int fl_config_train_section(const struct fl_ini *ini, int *local_epochs, int *batch_size,
+                            int *optimizer, double *lr, double *momentum, double *weight_decay,
+                            char err[FL_ERR_LEN]);
+
+#endif
