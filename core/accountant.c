@@ -897,20 +897,22 @@ int fl_accountant_epsilon(double *eps, double *order, int accountant, const fl_d
     return fl_seterr(err, FL_EINVAL, "accountant: expected rdp or pld, got %d", accountant);
 }
 
-/* ok = 1 when sigma meets the target, 0 when it does not or cannot be
- * evaluated at this sigma (a grid too large for tiny sigma): the bisection
- * only ever returns a sigma that was evaluated and met the target. */
-static int meets(int *ok, double sigma, double q, int64_t steps, double target, double delta,
-                 int accountant, char *err) {
+/* f = log(eps(sigma) / target), clamped to [-50, 50]: <= 0 when sigma
+ * meets the target. A sigma the PLD cannot evaluate (a grid too large for
+ * a tiny sigma) counts as not meeting it, so the search only ever returns a
+ * sigma that was evaluated and met the target. */
+static int excess(double *f, double sigma, double q, int64_t steps, double target, double delta,
+                  int accountant, char *err) {
     fl_dp_phase ph = {q, sigma, steps};
     double e;
     int rc = fl_accountant_epsilon(&e, NULL, accountant, &ph, 1, delta, err);
     if (rc == FL_EINVAL && accountant == FL_ACCOUNTANT_PLD) {
-        *ok = 0;
+        *f = 1.0;
         return 0;
     }
     if (rc) return rc;
-    *ok = e <= target;
+    double v = log(e / target);
+    *f = v > 50.0 ? 50.0 : (v < -50.0 || isnan(v) ? -50.0 : v);
     return 0;
 }
 
@@ -930,30 +932,33 @@ int fl_dp_calibrate_sigma(double *sigma, double q, int64_t steps, double target_
                          target_eps);
     if (accountant != FL_ACCOUNTANT_RDP && accountant != FL_ACCOUNTANT_PLD)
         return fl_seterr(err, FL_EINVAL, "accountant: expected rdp or pld, got %d", accountant);
-    int ok;
-    double hi;
+    double hi, fhi, flo;
     /* RDP is looser than PLD, so the RDP answer brackets the PLD one. */
     if (accountant == FL_ACCOUNTANT_PLD) {
         rc = fl_dp_calibrate_sigma(&hi, q, steps, target_eps, delta, FL_ACCOUNTANT_RDP, err);
         if (rc) return rc;
+        rc = excess(&fhi, hi, q, steps, target_eps, delta, accountant, err);
+        if (rc) return rc;
+        if (fhi > 0.0)
+            return fl_seterr(err, FL_ENUMERIC, "pld: epsilon above the RDP bound at sigma %g", hi);
     } else {
         for (hi = 1.0;; hi *= 2.0) {
             if (hi > smax)
                 return fl_seterr(err, FL_EINVAL,
                                  "epsilon: target %g at delta %g is not met by any sigma <= %g",
                                  target_eps, delta, smax);
-            rc = meets(&ok, hi, q, steps, target_eps, delta, accountant, err);
+            rc = excess(&fhi, hi, q, steps, target_eps, delta, accountant, err);
             if (rc) return rc;
-            if (ok) break;
+            if (fhi <= 0.0) break;
         }
     }
     double lo = hi;
     for (;;) {
         lo /= 2.0;
         if (lo < smin) {
-            rc = meets(&ok, smin, q, steps, target_eps, delta, accountant, err);
+            rc = excess(&flo, smin, q, steps, target_eps, delta, accountant, err);
             if (rc) return rc;
-            if (ok)
+            if (flo <= 0.0)
                 return fl_seterr(err, FL_EINVAL,
                                  "epsilon: target %g at delta %g is met even at sigma = %g; "
                                  "calibration searches sigma >= %g",
@@ -961,19 +966,47 @@ int fl_dp_calibrate_sigma(double *sigma, double q, int64_t steps, double target_
             lo = smin;
             break;
         }
-        rc = meets(&ok, lo, q, steps, target_eps, delta, accountant, err);
+        rc = excess(&flo, lo, q, steps, target_eps, delta, accountant, err);
         if (rc) return rc;
-        if (!ok) break;
+        if (flo > 0.0) break;
         hi = lo;
+        fhi = flo;
     }
-    while (hi - lo > 1e-6) {
-        double mid = 0.5 * (lo + hi);
-        rc = meets(&ok, mid, q, steps, target_eps, delta, accountant, err);
+    /* Bracketed search on [lo, hi] (f(lo) > 0 >= f(hi)) until hi - lo <=
+     * 1e-6: the Illinois variant of regula falsi, each point nudged half a
+     * tolerance into the bracket so a one-sided approach still closes it,
+     * and a bisection whenever the bracket fails to halve in two steps. */
+    const double tol = 1e-6;
+    int side = 0, slow = 0;
+    double width = hi - lo;
+    while (hi - lo > tol) {
+        double c = hi - fhi * (hi - lo) / (fhi - flo);
+        if (slow >= 2 || !(c > lo && c < hi)) {
+            c = 0.5 * (lo + hi);
+            slow = 0;
+        }
+        if (c < lo + 0.5 * tol) c = lo + 0.5 * tol;
+        if (c > hi - 0.5 * tol) c = hi - 0.5 * tol;
+        double fc;
+        rc = excess(&fc, c, q, steps, target_eps, delta, accountant, err);
         if (rc) return rc;
-        if (ok)
-            hi = mid;
-        else
-            lo = mid;
+        if (fc > 0.0) {
+            lo = c;
+            flo = fc;
+            if (side == -1) fhi *= 0.5;
+            side = -1;
+        } else {
+            hi = c;
+            fhi = fc;
+            if (side == 1) flo *= 0.5;
+            side = 1;
+        }
+        if (hi - lo > 0.5 * width)
+            slow++;
+        else {
+            slow = 0;
+            width = hi - lo;
+        }
     }
     *sigma = hi;
     return 0;

@@ -128,7 +128,8 @@ int fl_accountant_epsilon(double *eps, double *order, int accountant, const fl_d
 
 /* The smallest noise multiplier sigma for which `steps` steps at sampling
  * probability q stay within (target_eps, delta) under the named accountant,
- * found by bisection to an absolute width of 1e-6; *sigma is the upper end
+ * found by a bracketing search (regula falsi, Illinois variant, falling back
+ * to bisection) to an absolute width of 1e-6; *sigma is the upper end
  * of the final bracket, so it always meets the target. Searches sigma in
  * [0.05, 1e4]; FL_EINVAL if the target is met below 0.05 or not at all. */
 int fl_dp_calibrate_sigma(double *sigma, double q, int64_t steps, double target_eps, double delta,
