@@ -12,6 +12,7 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, "centralized training on one dataset (the baseline)"},
     {"privacy", cmd_privacy, "privacy accounting: epsilon for a schedule, or sigma for a target"},
+    {"pki", cmd_pki, "the federation CA: init, issue, revoke, crl, list certificates"},
 };
 
 static void usage(FILE *f) {
