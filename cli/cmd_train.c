@@ -297,6 +297,9 @@ int cmd_train(int argc, char **argv) {
         if (fl_cli_print_json(j)) rc = FL_EIO;
     }
 cleanup:
+    /* An input file that cannot be read is bad input (exit 2), like one that
+     * cannot be parsed; I/O failures after that are runtime failures. */
+    if (rc == FL_EIO && !model.be) rc = FL_EINVAL;
     if (rc) fprintf(stderr, "cohort train: %s\n", err[0] ? err : fl_strerror(rc));
     fl_model_free(&model);
     fl_backend_close(be);
