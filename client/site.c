@@ -71,12 +71,31 @@ fail:
     return rc;
 }
 
-/* The flattened layout: per column, 3 slots (numeric) or n_levels slots. */
-static int64_t stats_len(const fl_encoder *enc) {
+/* The flattened layout, shared with the wire conversion (proto/wire_stats.c):
+ * [n_rows, (count, sum, sumsq) for every column, level counts of every
+ * categorical column in column order]. */
+static int64_t total_levels(const fl_encoder *enc) {
     int64_t n = 0;
     for (int c = 0; c < enc->n_cols; c++)
-        n += enc->cols[c].categorical ? enc->cols[c].n_levels : 3;
+        if (enc->cols[c].categorical) n += enc->cols[c].n_levels;
     return n;
+}
+
+static int64_t stats_len(const fl_encoder *enc) {
+    return 1 + 3 * (int64_t)enc->n_cols + total_levels(enc);
+}
+
+int fl_site_n_cols(const fl_site *s) {
+    return s->enc.n_cols;
+}
+
+void fl_site_level_offsets(const fl_site *s, uint32_t *offsets) {
+    uint32_t at = 0;
+    for (int c = 0; c < s->enc.n_cols; c++) {
+        offsets[c] = at;
+        if (s->enc.cols[c].categorical) at += (uint32_t)s->enc.cols[c].n_levels;
+    }
+    offsets[s->enc.n_cols] = at;
 }
 
 int fl_site_stats(double **out, int64_t *n, fl_site *s, char err[FL_ERR_LEN]) {
@@ -85,19 +104,24 @@ int fl_site_stats(double **out, int64_t *n, fl_site *s, char err[FL_ERR_LEN]) {
     int rc = fl_stats_init(&st, &s->enc);
     if (rc) return fl_seterr(err, rc, "out of memory");
     rc = fl_stats_accumulate(&st, &s->enc, &s->csv, s->train_rows, s->n_train, err);
-    int64_t len = stats_len(&s->enc), k = 0;
-    double *v = rc ? NULL : malloc((size_t)len * sizeof(double));
+    int64_t len = stats_len(&s->enc), k = 1 + 3 * (int64_t)s->enc.n_cols;
+    double *v = rc ? NULL : calloc((size_t)len, sizeof(double));
     if (!rc && !v) rc = fl_seterr(err, FL_ENOMEM, "out of memory");
     for (int c = 0; !rc && c < s->enc.n_cols; c++) {
         if (s->enc.cols[c].categorical) {
-            for (int l = 0; l < s->enc.cols[c].n_levels; l++)
+            int64_t nonmissing = 0;
+            for (int l = 0; l < s->enc.cols[c].n_levels; l++) {
                 v[k++] = (double)st.level_count[c][l];
+                nonmissing += st.level_count[c][l];
+            }
+            v[1 + 3 * c] = (double)nonmissing;
         } else {
-            v[k++] = (double)st.count[c];
-            v[k++] = st.sum[c];
-            v[k++] = st.sumsq[c];
+            v[1 + 3 * c] = (double)st.count[c];
+            v[2 + 3 * c] = st.sum[c];
+            v[3 + 3 * c] = st.sumsq[c];
         }
     }
+    if (!rc) v[0] = (double)s->n_train;
     fl_stats_free(&st);
     if (rc) {
         free(v);
@@ -117,15 +141,15 @@ int fl_site_encode(fl_site *s, const double *stats, int64_t n, char err[FL_ERR_L
     fl_stats st;
     int rc = fl_stats_init(&st, &s->enc);
     if (rc) return fl_seterr(err, rc, "out of memory");
-    int64_t k = 0;
+    int64_t k = 1 + 3 * (int64_t)s->enc.n_cols;
     for (int c = 0; c < s->enc.n_cols; c++) {
         if (s->enc.cols[c].categorical) {
             for (int l = 0; l < s->enc.cols[c].n_levels; l++)
                 st.level_count[c][l] = (int64_t)llround(stats[k++]);
         } else {
-            st.count[c] = (int64_t)llround(stats[k++]);
-            st.sum[c] = stats[k++];
-            st.sumsq[c] = stats[k++];
+            st.count[c] = (int64_t)llround(stats[1 + 3 * c]);
+            st.sum[c] = stats[2 + 3 * c];
+            st.sumsq[c] = stats[3 + 3 * c];
         }
     }
     rc = fl_encoder_finish(&s->enc, &st);
@@ -171,7 +195,6 @@ int fl_site_train(float **delta, int64_t *n_params, double *train_loss, fl_site 
     fl_model m;
     float *global = NULL;
     fl_train_config c = *cfg;
-    c.prox_ref = cfg->prox_mu > 0.0 ? NULL : cfg->prox_ref;
     int rc = load_model(&m, &global, s, model, model_len, cfg->batch_size, cfg->seed, err);
     if (rc) return rc;
     if (c.prox_mu > 0.0) c.prox_ref = global;

@@ -39,9 +39,15 @@ void fl_site_close(fl_site *s);
 int fl_site_features(const fl_site *s);
 int fl_site_classes(const fl_site *s);
 
-/* The statistics vector of the local training rows: per encoder column,
- * numeric (count, sum, sumsq) or categorical level counts. *out malloc'd. */
+/* The statistics vector of the local training rows: [n_rows, then (count,
+ * sum, sumsq) for every encoder column, then the level counts of every
+ * categorical column in column order]. *out malloc'd. */
 int fl_site_stats(double **out, int64_t *n, fl_site *s, char err[FL_ERR_LEN]);
+/* Encoder columns, and the offsets of each column's level counts in the
+ * level part of the statistics vector (n_cols + 1 entries). */
+int fl_site_n_cols(const fl_site *s);
+void fl_site_level_offsets(const fl_site *s, uint32_t *offsets);
+
 /* Fixes the encoding from the federation's summed statistics and encodes the
  * local splits. FL_EINVAL when the vector's length does not fit. */
 int fl_site_encode(fl_site *s, const double *stats, int64_t n, char err[FL_ERR_LEN]);
