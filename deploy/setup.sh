@@ -10,6 +10,7 @@ PACKAGES=(
   libsodium-dev          # CSPRNG, X25519, XChaCha20-Poly1305, ChaCha20, BLAKE2b, memzero
   libssl-dev             # X.509 PKI, TLS, ECDSA
   libgrpc-dev            # transport: gRPC C core, unary calls over mutual TLS
+  libprotobuf-c-dev protobuf-c-compiler  # wire protocol: protoc-c at build time, libprotobuf-c
   libsqlite3-dev         # aggregator and client state, audit log
   libcjson-dev           # --json output, JSON API, reports
   libcmocka-dev          # unit tests
