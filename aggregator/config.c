@@ -7,23 +7,6 @@
 #include "core/ini.h"
 #include "core/train.h"
 
-void fl_path_resolve(char out[FL_PATH_LEN], const char *base, const char *rel) {
-    if (!rel || !*rel) {
-        out[0] = 0;
-        return;
-    }
-    if (rel[0] == '/') {
-        snprintf(out, FL_PATH_LEN, "%s", rel);
-        return;
-    }
-    const char *slash = strrchr(base, '/');
-    if (!slash) {
-        snprintf(out, FL_PATH_LEN, "%s", rel);
-        return;
-    }
-    snprintf(out, FL_PATH_LEN, "%.*s/%s", (int)(slash - base), base, rel);
-}
-
 int fl_config_train_section(const fl_ini *ini, int *local_epochs, int *batch_size, int *optimizer,
                             double *lr, double *momentum, double *weight_decay,
                             char err[FL_ERR_LEN]) {

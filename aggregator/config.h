@@ -22,7 +22,7 @@
 
 #include "aggregator/round.h"
 
-#define FL_PATH_LEN 4096
+#include "core/ini.h"
 
 typedef struct fl_agg_config {
     char listen[256];
@@ -33,9 +33,6 @@ typedef struct fl_agg_config {
 
 /* Loads and validates path. Errors name the file, line and key. */
 int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN]);
-
-/* Resolves rel against the directory of base (absolute rel is kept). */
-void fl_path_resolve(char out[FL_PATH_LEN], const char *base, const char *rel);
 
 /* Shared between aggregator.ini, client.ini and federation.ini: the [train]
  * section into the fields of a training configuration. */

@@ -317,6 +317,39 @@ const uint8_t *fl_fed_model(const fl_federation *f, size_t *len, const uint8_t *
     return f->model;
 }
 
+int64_t fl_fed_n_params(const fl_federation *f) {
+    return f->n_params;
+}
+
+int fl_fed_features(const fl_federation *f) {
+    return f->n_features;
+}
+
+int fl_fed_classes(const fl_federation *f) {
+    return f->n_classes;
+}
+
+int fl_fed_site_id(const fl_federation *f, const char *name) {
+    for (int s = 0; s < f->cfg.n_allowed; s++)
+        if (!strcmp(f->cfg.allowed[s], name)) return s + 1;
+    return 0;
+}
+
+int fl_fed_joined(const fl_federation *f, int site) {
+    return site >= 1 && site <= f->cfg.n_allowed && f->site[site].joined;
+}
+
+const fl_fed_config *fl_fed_get_config(const fl_federation *f) {
+    return &f->cfg;
+}
+
+void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail) {
+    char err[FL_ERR_LEN];
+    if (fl_store_event(f->store, kind, site, f->round, detail, err))
+        fl_warn("audit event not recorded: %s", err);
+    fl_warn("%s%s%s: %s", kind, site ? " " : "", site ? site : "", detail);
+}
+
 const char *fl_fed_error(const fl_federation *f) {
     return f->error[0] ? f->error : NULL;
 }

@@ -141,6 +141,18 @@ const char *fl_stage_name(int stage);
 const fl_round_metrics *fl_fed_metrics(const fl_federation *f, int round);
 /* Current global model (serialised) and its SHA-256. */
 const uint8_t *fl_fed_model(const fl_federation *f, size_t *len, const uint8_t **sha256);
+/* The model's parameter count, features and classes (0 before the first join). */
+int64_t fl_fed_n_params(const fl_federation *f);
+int fl_fed_features(const fl_federation *f);
+int fl_fed_classes(const fl_federation *f);
+/* The site id of an allow-listed name (1-based), or 0. */
+int fl_fed_site_id(const fl_federation *f, const char *name);
+/* 1 when the site has joined (since the aggregator started). */
+int fl_fed_joined(const fl_federation *f, int site);
+const fl_fed_config *fl_fed_get_config(const fl_federation *f);
+/* Records a refused or rejected call in the audit log. */
+void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail);
+
 /* The last error that stopped the federation (store failure), or NULL. */
 const char *fl_fed_error(const fl_federation *f);
 

@@ -272,3 +272,15 @@ int fl_ini_check_keys(const fl_ini *ini, const char *section, const char *const 
     }
     return FL_OK;
 }
+
+void fl_path_resolve(char out[FL_PATH_LEN], const char *base, const char *rel) {
+    if (!rel || !*rel) {
+        out[0] = 0;
+        return;
+    }
+    const char *slash = rel[0] == '/' ? NULL : strrchr(base, '/');
+    if (!slash)
+        snprintf(out, FL_PATH_LEN, "%s", rel);
+    else
+        snprintf(out, FL_PATH_LEN, "%.*s/%s", (int)(slash - base), base, rel);
+}

@@ -56,4 +56,9 @@ int fl_ini_get_bool(int *out, const fl_ini *ini, const char *section, const char
 int fl_ini_check_keys(const fl_ini *ini, const char *section, const char *const *known,
                       char err[FL_ERR_LEN]);
 
+/* Paths in config files are relative to the file: out = dirname(base)/rel,
+ * or rel itself when absolute. Empty rel gives "". */
+#define FL_PATH_LEN 4096
+void fl_path_resolve(char out[FL_PATH_LEN], const char *base, const char *rel);
+
 #endif

@@ -1,0 +1,674 @@
+/* main.c: cohort-aggregator, the federation's server (DESIGN.md §1, §5, §6).
+ *
+ * The gRPC service (net/rpc.h, mutual TLS) turns each call into one call on
+ * the round state machine (aggregator/round.h) under one mutex; the main
+ * thread ticks the state machine's deadlines. PollTask is a long poll: a call
+ * with nothing to do is parked and answered when the federation reaches a
+ * stage with a task for that site, or with TASK_NONE shortly before the
+ * client's deadline.
+ *
+ * Identity: gRPC has verified the client certificate's chain; the service
+ * then checks it against the CRL and requires role "client" (crypto/pki.h)
+ * before anything else, and the site is the certificate's name, never a
+ * message field. Everything refused is logged and recorded in the audit log.
+ *
+ *   cohort-aggregator --config aggregator.ini */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aggregator/config.h"
+#include "aggregator/round.h"
+#include "aggregator/store.h"
+#include "core/log.h"
+#include "crypto/pki.h"
+#include "net/rpc.h"
+#include "proto/wire.h"
+#include "proto/wire_stats.h"
+
+#include <sodium.h>
+
+enum { M_JOIN = 0, M_POLL, M_SUBMIT, M_FETCH, N_METHODS };
+static const char *const METHODS[N_METHODS] = {
+    "/cohort.v1.Federation/Join", "/cohort.v1.Federation/PollTask", "/cohort.v1.Federation/Submit",
+    "/cohort.v1.Federation/FetchChunk"};
+
+#define MAX_PARKED 1024
+#define POLL_HOLD_MS 20000 /* answer a parked poll after this long at most */
+
+typedef struct parked {
+    fl_rpc_call *call;
+    int site;
+    int64_t answer_by; /* monotonic ms */
+} parked;
+
+/* A chunked update being received. */
+typedef struct upload {
+    uint64_t id, round;
+    uint32_t n_chunks, received;
+    uint8_t *have;
+    float *values;
+    uint64_t n;
+    uint8_t sha[32];
+} upload;
+
+typedef struct service {
+    pthread_mutex_t mu;
+    fl_agg_config cfg;
+    fl_store *store;
+    fl_federation *fed;
+    fl_pki_verifier *verifier;
+    parked park[MAX_PARKED];
+    int n_park;
+    upload up[FL_MAX_SITES + 1];
+    uint32_t n_cols; /* statistics layout, from the first STATS submission */
+    uint32_t *level_offsets;
+    int done_seen[FL_MAX_SITES + 1];
+    int64_t done_at;
+} service;
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static int64_t wall_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int read_file(char **out, const char *path, char *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return fl_seterr(err, FL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    char chunk[4096];
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return FL_ENOMEM;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (!buf) return fl_seterr(err, FL_EIO, "%s: empty", path);
+    buf[len] = 0;
+    *out = buf;
+    return FL_OK;
+}
+
+/* ------------------------------------------------------------ replies */
+
+static void reply_msg(fl_rpc_call *call, int status, const char *details, uint8_t *buf,
+                      size_t len) {
+    fl_rpc_call_reply(call, status, details, buf, len);
+    free(buf);
+}
+
+static void reply_error(fl_rpc_call *call, int status, const char *details) {
+    fl_rpc_call_reply(call, status, details, NULL, 0);
+}
+
+/* The wire task for fl_task t; 0 or an FL_E* code. */
+static int build_task(service *S, uint8_t **out, size_t *len, const fl_task *t, char *err) {
+    const fl_fed_config *fc = fl_fed_get_config(S->fed);
+    fl_wire_task w;
+    memset(&w, 0, sizeof w);
+    static const int kinds[] = {FL_WIRE_TASK_NONE, FL_WIRE_TASK_STATS, FL_WIRE_TASK_TRAIN,
+                                FL_WIRE_TASK_EVALUATE, FL_WIRE_TASK_DONE};
+    w.kind = (fl_wire_task_kind)kinds[t->kind];
+    snprintf(w.federation_id, sizeof w.federation_id, "%s", fc->federation_id);
+    w.round = (uint64_t)t->round;
+    w.stage = fl_wire_task_stage(w.kind);
+    if (w.kind != FL_WIRE_TASK_NONE && w.kind != FL_WIRE_TASK_DONE)
+        w.deadline_unix_ms = wall_ms() + (t->deadline_ms - fl_rpc_now_ms());
+    fl_wire_stats_column *cols = NULL;
+    int rc = FL_OK;
+    if (t->kind == FL_TASK_STATS) {
+        /* The columns are each site's own business (its schema); the spec
+         * names none, and the site answers for its encoder's columns. */
+        cols = calloc(1, sizeof *cols);
+        if (!cols) return FL_ENOMEM;
+        snprintf(cols[0].name, sizeof cols[0].name, "*");
+        w.has_stats = true;
+        w.stats.n_cols = 1;
+        w.stats.cols = cols;
+    }
+    if (t->kind == FL_TASK_TRAIN || t->kind == FL_TASK_EVALUATE) {
+        w.has_model = true;
+        memcpy(w.model.sha256, t->model_sha256, 32);
+        w.model.total_bytes = t->model_len;
+        w.model.n_params = (uint64_t)fl_fed_n_params(S->fed);
+        if (t->stats) {
+            if (!S->level_offsets) return fl_seterr(err, FL_ESTATE, "no statistics layout");
+            if ((rc = fl_wire_stats_from_vector(&w.totals, t->stats, t->n_stats, S->n_cols,
+                                                S->level_offsets, err)))
+                return rc;
+            w.has_totals = true;
+        }
+    }
+    if (t->kind == FL_TASK_TRAIN) {
+        w.has_train = true;
+        w.train.local_epochs = (uint32_t)fc->local_epochs;
+        w.train.batch_size = (uint32_t)fc->batch_size;
+        w.train.optimizer = fc->optimizer == 1 ? FL_WIRE_OPT_ADAM : FL_WIRE_OPT_SGD;
+        w.train.lr = fc->lr;
+        w.train.momentum = fc->momentum;
+        w.train.weight_decay = fc->weight_decay;
+        w.train.prox_mu = t->prox_mu;
+        w.train.seed = t->seed;
+        w.train.dp.mode = FL_WIRE_PRIVACY_NONE;
+    }
+    if (t->kind == FL_TASK_EVALUATE) {
+        w.has_eval = true;
+        w.eval.n_bins = (uint32_t)fc->hist_bins;
+    }
+    rc = fl_wire_pack_task(out, len, &w, err);
+    fl_wire_stats_clear(&w.totals);
+    free(cols);
+    return rc;
+}
+
+/* Answers a poll: the task, or parks the call when there is none yet. */
+static void answer_poll(service *S, fl_rpc_call *call, int site, int park_if_none) {
+    fl_task t;
+    char err[FL_ERR_LEN] = "";
+    int64_t now = fl_rpc_now_ms();
+    if (fl_fed_poll(S->fed, site, &t, now)) {
+        reply_error(call, FL_RPC_FAILED_PRECONDITION, "join first");
+        return;
+    }
+    if (t.kind == FL_TASK_NONE && park_if_none && S->n_park < MAX_PARKED) {
+        int64_t by = now + POLL_HOLD_MS, dl = fl_rpc_call_deadline(call);
+        if (dl != INT64_MAX && dl - 1000 < by) by = dl - 1000;
+        S->park[S->n_park++] = (parked){call, site, by};
+        return;
+    }
+    if (t.kind == FL_TASK_DONE) {
+        S->done_seen[site] = 1;
+        if (!S->done_at) S->done_at = now;
+    }
+    uint8_t *buf;
+    size_t len;
+    if (build_task(S, &buf, &len, &t, err)) {
+        fl_error("task for site %d: %s", site, err);
+        reply_error(call, FL_RPC_INTERNAL, "cannot build the task");
+        return;
+    }
+    reply_msg(call, FL_RPC_OK, NULL, buf, len);
+}
+
+/* Re-polls every parked call: answers those that now have a task, and those
+ * whose hold time is up (with TASK_NONE). Called with the mutex held. */
+static void wake_parked(service *S) {
+    int64_t now = fl_rpc_now_ms();
+    int k = 0;
+    for (int i = 0; i < S->n_park; i++) {
+        parked p = S->park[i];
+        if (fl_rpc_call_is_cancelled(p.call)) {
+            reply_error(p.call, FL_RPC_CANCELLED, "cancelled");
+            continue;
+        }
+        fl_task t;
+        fl_fed_poll(S->fed, p.site, &t, now);
+        if (t.kind != FL_TASK_NONE || now >= p.answer_by)
+            answer_poll(S, p.call, p.site, 0);
+        else
+            S->park[k++] = p;
+    }
+    S->n_park = k;
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static void handle_join(service *S, fl_rpc_call *call, const char *name, const uint8_t *req,
+                        size_t len) {
+    char err[FL_ERR_LEN] = "";
+    fl_wire_join j;
+    if (fl_wire_unpack_join(&j, req, len, NULL, err)) {
+        fl_fed_audit(S->fed, "reject", name, err);
+        reply_error(call, FL_RPC_INVALID_ARGUMENT, err);
+        return;
+    }
+    int site;
+    int rc = fl_fed_join(S->fed, name, (int64_t)j.n_examples, (int)j.n_features, (int)j.n_classes,
+                         &site, fl_rpc_now_ms(), err);
+    fl_wire_join_free(&j);
+    if (rc) {
+        reply_error(call, rc == FL_EAUTH ? FL_RPC_PERMISSION_DENIED : FL_RPC_FAILED_PRECONDITION,
+                    err);
+        return;
+    }
+    const fl_fed_config *fc = fl_fed_get_config(S->fed);
+    fl_wire_join_response r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.federation_id, sizeof r.federation_id, "%s", fc->federation_id);
+    snprintf(r.model_spec, sizeof r.model_spec, "%s", fc->model);
+    r.n_features = (uint32_t)fl_fed_features(S->fed);
+    r.n_classes = (uint32_t)fl_fed_classes(S->fed);
+    r.n_params = (uint64_t)fl_fed_n_params(S->fed);
+    r.privacy.mode = FL_WIRE_PRIVACY_NONE;
+    r.rounds = (uint32_t)fc->rounds;
+    r.site_id = (uint32_t)site;
+    uint8_t *buf;
+    size_t blen;
+    if (fl_wire_pack_join_response(&buf, &blen, &r, err)) {
+        fl_error("join response: %s", err);
+        reply_error(call, FL_RPC_INTERNAL, "cannot build the response");
+        return;
+    }
+    reply_msg(call, FL_RPC_OK, NULL, buf, blen);
+    wake_parked(S);
+}
+
+static void submit_reply(fl_rpc_call *call, int rc, const char *err) {
+    fl_wire_submit_response r;
+    memset(&r, 0, sizeof r);
+    r.accepted = rc == FL_OK;
+    if (rc) snprintf(r.reason, sizeof r.reason, "%s", err);
+    uint8_t *buf;
+    size_t len;
+    char e[FL_ERR_LEN];
+    if (fl_wire_pack_submit_response(&buf, &len, &r, e)) {
+        reply_error(call, FL_RPC_INTERNAL, "cannot build the response");
+        return;
+    }
+    /* A refused result is a protocol answer (accepted = false), and also an
+     * error status, so a client that ignores the body still sees it. */
+    if (rc) {
+        reply_error(call, rc == FL_EAUTH ? FL_RPC_PERMISSION_DENIED : FL_RPC_INVALID_ARGUMENT, err);
+        free(buf);
+        return;
+    }
+    reply_msg(call, FL_RPC_OK, NULL, buf, len);
+}
+
+/* Collects a chunk of an update; *complete when all chunks are in. */
+static int collect_chunk(service *S, int site, const fl_wire_submit *m, int *complete, char *err) {
+    upload *u = &S->up[site];
+    uint64_t total = (uint64_t)fl_fed_n_params(S->fed);
+    if (u->id != m->upload_id || u->round != m->round) {
+        free(u->have);
+        free(u->values);
+        memset(u, 0, sizeof *u);
+        u->values = malloc(total * sizeof(float));
+        u->have = calloc(m->n_chunks, 1);
+        if (!u->values || !u->have) return fl_seterr(err, FL_ENOMEM, "out of memory");
+        u->id = m->upload_id;
+        u->round = m->round;
+        u->n_chunks = m->n_chunks;
+        u->n = total;
+        memcpy(u->sha, m->total_sha256, 32);
+    }
+    if (m->n_chunks != u->n_chunks || memcmp(u->sha, m->total_sha256, 32))
+        return fl_seterr(err, FL_EINVAL, "Submit: chunk fields differ within upload %llu",
+                         (unsigned long long)u->id);
+    if (u->have[m->chunk_index])
+        return fl_seterr(err, FL_EINVAL, "Submit.chunk_index: %u received twice", m->chunk_index);
+    memcpy(u->values + (uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES, m->train.update,
+           m->train.n_update * sizeof(float));
+    u->have[m->chunk_index] = 1;
+    *complete = ++u->received == u->n_chunks;
+    if (*complete) {
+        uint8_t h[32];
+        crypto_hash_sha256(h, (const uint8_t *)u->values, u->n * sizeof(float));
+        if (memcmp(h, u->sha, 32)) {
+            u->id = 0;
+            return fl_seterr(err, FL_EINVAL,
+                             "Submit.total_sha256: the reassembled update does "
+                             "not match");
+        }
+    }
+    return FL_OK;
+}
+
+static void handle_submit(service *S, fl_rpc_call *call, const char *name, const uint8_t *req,
+                          size_t len) {
+    char err[FL_ERR_LEN] = "";
+    int site = fl_fed_site_id(S->fed, name);
+    if (!fl_fed_joined(S->fed, site)) {
+        reply_error(call, FL_RPC_FAILED_PRECONDITION, "join first");
+        return;
+    }
+    const fl_fed_config *fc = fl_fed_get_config(S->fed);
+    uint64_t round = (uint64_t)fl_fed_round(S->fed);
+    fl_wire_expect ex;
+    memset(&ex, 0, sizeof ex);
+    ex.federation_id = fc->federation_id;
+    ex.round = &round;
+    ex.n_params = (uint64_t)fl_fed_n_params(S->fed);
+    ex.n_cols = S->level_offsets ? S->n_cols : 0;
+    ex.level_offsets = S->level_offsets;
+    fl_wire_submit m;
+    int rc = fl_wire_unpack_submit(&m, req, len, &ex, err);
+    if (rc) {
+        fl_fed_audit(S->fed, "reject", name, err);
+        submit_reply(call, FL_EINVAL, err);
+        return;
+    }
+    fl_result r;
+    memset(&r, 0, sizeof r);
+    r.round = (int)m.round;
+    double *vec = NULL;
+    float *delta = NULL;
+    int ready = 1;
+    switch (m.kind) {
+    case FL_WIRE_TASK_STATS:
+        r.kind = FL_TASK_STATS;
+        if (m.result != FL_WIRE_RESULT_STATS) {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: a STATS task needs a stats result");
+            break;
+        }
+        rc = fl_wire_stats_to_vector(&vec, &r.n_stats, &m.stats, err);
+        if (!rc && !S->level_offsets) {
+            S->level_offsets = malloc(((size_t)m.stats.n_cols + 1) * sizeof(uint32_t));
+            if (!S->level_offsets)
+                rc = FL_ENOMEM;
+            else {
+                memcpy(S->level_offsets, m.stats.level_offsets,
+                       ((size_t)m.stats.n_cols + 1) * sizeof(uint32_t));
+                S->n_cols = m.stats.n_cols;
+            }
+        }
+        r.stats = vec;
+        break;
+    case FL_WIRE_TASK_TRAIN:
+        r.kind = FL_TASK_TRAIN;
+        if (m.result != FL_WIRE_RESULT_TRAIN) {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: a TRAIN task needs a train result");
+            break;
+        }
+        r.refused = m.train.refused;
+        r.reason = m.train.refusal_reason;
+        r.n_examples = (int64_t)m.train.n_examples;
+        r.train_loss = m.train.train_loss;
+        if (!r.refused && (m.n_chunks > 1)) {
+            rc = collect_chunk(S, site, &m, &ready, err);
+            if (!rc && ready) {
+                r.delta = S->up[site].values;
+                r.n_params = (int64_t)S->up[site].n;
+            }
+        } else if (!r.refused) {
+            r.delta = m.train.update;
+            r.n_params = (int64_t)m.train.n_update;
+        }
+        break;
+    case FL_WIRE_TASK_EVALUATE:
+        r.kind = FL_TASK_EVALUATE;
+        if (m.result != FL_WIRE_RESULT_EVAL) {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: an EVALUATE task needs an eval result");
+            break;
+        }
+        r.loss_sum = m.eval.loss_sum;
+        r.correct = (int64_t)m.eval.correct;
+        r.count = (int64_t)m.eval.count;
+        if (m.eval.n_hist) {
+            r.hist = m.eval.score_hist;
+            r.hist_bins = (int)(m.eval.n_hist / 2);
+            if (m.eval.n_hist != 2 * (uint32_t)fc->hist_bins)
+                rc = fl_seterr(err, FL_EINVAL, "Submit.eval.score_hist: %u counts, expected %d",
+                               m.eval.n_hist, 2 * fc->hist_bins);
+        }
+        break;
+    default:
+        rc = fl_seterr(err, FL_EINVAL, "Submit.kind: %s is not a result this federation takes",
+                       fl_wire_task_kind_name((int)m.kind));
+    }
+    if (rc)
+        fl_fed_audit(S->fed, "reject", name, err);
+    else if (ready)
+        rc = fl_fed_submit(S->fed, site, &r, fl_rpc_now_ms(), err);
+    (void)delta;
+    free(vec);
+    fl_wire_submit_free(&m);
+    submit_reply(call, rc, err);
+    if (!rc) wake_parked(S);
+}
+
+static void handle_fetch(service *S, fl_rpc_call *call, const char *name, const uint8_t *req,
+                         size_t len) {
+    char err[FL_ERR_LEN] = "";
+    const fl_fed_config *fc = fl_fed_get_config(S->fed);
+    fl_wire_expect ex;
+    memset(&ex, 0, sizeof ex);
+    ex.federation_id = fc->federation_id;
+    fl_wire_fetch f;
+    if (fl_wire_unpack_fetch(&f, req, len, &ex, err)) {
+        fl_fed_audit(S->fed, "reject", name, err);
+        reply_error(call, FL_RPC_INVALID_ARGUMENT, err);
+        return;
+    }
+    size_t mlen;
+    const uint8_t *sha;
+    const uint8_t *model = fl_fed_model(S->fed, &mlen, &sha);
+    if (!model || memcmp(sha, f.sha256, 32)) {
+        fl_wire_fetch_free(&f);
+        reply_error(call, FL_RPC_FAILED_PRECONDITION,
+                    "FetchChunk.sha256: not the current global model (poll again)");
+        return;
+    }
+    if (f.offset > mlen) {
+        fl_wire_fetch_free(&f);
+        reply_error(call, FL_RPC_OUT_OF_RANGE, "FetchChunk.offset: past the end of the model");
+        return;
+    }
+    fl_wire_chunk c;
+    memset(&c, 0, sizeof c);
+    c.offset = f.offset;
+    c.total_bytes = mlen;
+    memcpy(c.sha256, sha, 32);
+    c.len = mlen - f.offset < f.max_bytes ? mlen - f.offset : f.max_bytes;
+    c.data = (uint8_t *)model + f.offset;
+    fl_wire_fetch_free(&f);
+    uint8_t *buf;
+    size_t blen;
+    if (fl_wire_pack_chunk(&buf, &blen, &c, err)) {
+        reply_error(call, FL_RPC_INTERNAL, "cannot build the chunk");
+        return;
+    }
+    reply_msg(call, FL_RPC_OK, NULL, buf, blen);
+}
+
+static void on_call(void *user, fl_rpc_call *call) {
+    service *S = user;
+    const char *pem = fl_rpc_call_peer_cert_pem(call);
+    char name[FL_PKI_NAME_MAX] = "", err[FL_ERR_LEN] = "";
+    int role = 0;
+    pthread_mutex_lock(&S->mu);
+    if (!pem || fl_pki_verifier_check(S->verifier, pem, strlen(pem), name, &role, err) ||
+        role != FL_ROLE_CLIENT) {
+        char detail[FL_ERR_LEN + 64];
+        snprintf(detail, sizeof detail, "certificate refused: %s",
+                 err[0] ? err : (pem ? "role is not client" : "no certificate"));
+        fl_fed_audit(S->fed, "refuse", name[0] ? name : fl_rpc_call_peer_cn(call), detail);
+        reply_error(call, FL_RPC_PERMISSION_DENIED, detail);
+        pthread_mutex_unlock(&S->mu);
+        return;
+    }
+    size_t len;
+    const uint8_t *req = fl_rpc_call_request(call, &len);
+    switch (fl_rpc_call_method(call)) {
+    case M_JOIN:
+        handle_join(S, call, name, req, len);
+        break;
+    case M_POLL: {
+        const fl_fed_config *fc = fl_fed_get_config(S->fed);
+        fl_wire_expect ex;
+        memset(&ex, 0, sizeof ex);
+        ex.federation_id = fc->federation_id;
+        fl_wire_poll p;
+        if (fl_wire_unpack_poll(&p, req, len, &ex, err)) {
+            fl_fed_audit(S->fed, "reject", name, err);
+            reply_error(call, FL_RPC_INVALID_ARGUMENT, err);
+            break;
+        }
+        fl_wire_poll_free(&p);
+        int site = fl_fed_site_id(S->fed, name);
+        if (!fl_fed_joined(S->fed, site))
+            reply_error(call, FL_RPC_FAILED_PRECONDITION, "join first");
+        else
+            answer_poll(S, call, site, 1);
+        break;
+    }
+    case M_SUBMIT:
+        handle_submit(S, call, name, req, len);
+        break;
+    case M_FETCH:
+        handle_fetch(S, call, name, req, len);
+        break;
+    default:
+        reply_error(call, FL_RPC_UNIMPLEMENTED, "unknown method");
+    }
+    pthread_mutex_unlock(&S->mu);
+}
+
+/* ------------------------------------------------------------ main */
+
+static int write_port_file(const char *path, int port, char *err) {
+    char tmp[FL_PATH_LEN + 16];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return fl_seterr(err, FL_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    fprintf(f, "%d\n", port);
+    if (fclose(f) || rename(tmp, path))
+        return fl_seterr(err, FL_EIO, "%s: cannot write: %s", path, strerror(errno));
+    return FL_OK;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: cohort-aggregator --config aggregator.ini\n");
+}
+
+int main(int argc, char **argv) {
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[++i];
+        else if (!strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "cohort-aggregator: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!config) {
+        usage(stderr);
+        return 2;
+    }
+    fl_log_set_tag("aggregator");
+    service *S = calloc(1, sizeof *S);
+    char err[FL_ERR_LEN] = "";
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    fl_rpc_server *srv = NULL;
+    int rc = S ? FL_OK : FL_ENOMEM;
+    if (!rc) rc = fl_agg_config_load(&S->cfg, config, err);
+    if (rc) {
+        fprintf(stderr, "cohort-aggregator: %s\n", err);
+        free(S);
+        return fl_exit_code(rc);
+    }
+    pthread_mutex_init(&S->mu, NULL);
+    if ((rc = read_file(&ca, S->cfg.ca, err)) || (rc = read_file(&cert, S->cfg.cert, err)) ||
+        (rc = read_file(&key, S->cfg.key, err)))
+        goto cleanup;
+    if ((rc = fl_pki_verifier_new(&S->verifier, S->cfg.ca, S->cfg.crl[0] ? S->cfg.crl : NULL, err)))
+        goto cleanup;
+    if ((rc = fl_store_open(&S->store, S->cfg.db, err))) goto cleanup;
+    if ((rc = fl_fed_open(&S->fed, &S->cfg.fed, S->store, fl_rpc_now_ms(), err))) goto cleanup;
+    fl_rpc_server_config sc = {.listen_addr = S->cfg.listen,
+                               .ca_pem = ca,
+                               .cert_pem = cert,
+                               .key_pem = key,
+                               .max_msg = FL_WIRE_MAX_MESSAGE_BYTES,
+                               .methods = METHODS,
+                               .n_methods = N_METHODS,
+                               .threads = 2,
+                               .on_call = on_call,
+                               .user = S};
+    if ((rc = fl_rpc_server_new(&srv, &sc, err))) goto cleanup;
+    sodium_memzero(key, strlen(key));
+    int port = fl_rpc_server_port(srv);
+    fl_info("listening on %s (port %d), federation '%s', %d sites allowed, %d rounds",
+            S->cfg.listen, port, S->cfg.fed.federation_id, S->cfg.fed.n_allowed, S->cfg.fed.rounds);
+    if (S->cfg.port_file[0] && (rc = write_port_file(S->cfg.port_file, port, err))) goto cleanup;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* The loop: deadlines, parked polls, and the end of the federation (every
+     * joined site told DONE, or a grace period after the first). */
+    while (!g_stop) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&S->mu);
+        int64_t now = fl_rpc_now_ms();
+        fl_fed_tick(S->fed, now);
+        wake_parked(S);
+        int finished = 0;
+        if (fl_fed_stage(S->fed) == FL_STAGE_DONE) {
+            if (!S->done_at) S->done_at = now;
+            int all = 1;
+            for (int s = 1; s <= S->cfg.fed.n_allowed; s++)
+                if (fl_fed_joined(S->fed, s) && !S->done_seen[s]) all = 0;
+            finished = all || now - S->done_at > 10000;
+        }
+        pthread_mutex_unlock(&S->mu);
+        if (finished) break;
+    }
+    if (fl_fed_error(S->fed)) {
+        rc = FL_EIO;
+        snprintf(err, sizeof err, "%s", fl_fed_error(S->fed));
+    } else if (g_stop && fl_fed_stage(S->fed) != FL_STAGE_DONE) {
+        fl_info("stopped by a signal in round %d; the next start resumes after the last committed "
+                "round",
+                fl_fed_round(S->fed));
+    } else {
+        fl_info("federation finished after %d rounds", fl_fed_round(S->fed));
+    }
+cleanup:
+    if (srv) {
+        pthread_mutex_lock(&S->mu);
+        for (int i = 0; i < S->n_park; i++)
+            reply_error(S->park[i].call, FL_RPC_UNAVAILABLE, "shutting down");
+        S->n_park = 0;
+        pthread_mutex_unlock(&S->mu);
+        fl_rpc_server_free(srv);
+    }
+    if (rc) fprintf(stderr, "cohort-aggregator: %s\n", err[0] ? err : fl_strerror(rc));
+    if (key) sodium_memzero(key, strlen(key));
+    free(ca);
+    free(cert);
+    free(key);
+    for (int s = 0; s <= FL_MAX_SITES; s++) {
+        free(S->up[s].have);
+        free(S->up[s].values);
+    }
+    free(S->level_offsets);
+    fl_fed_free(S->fed);
+    fl_store_close(S->store);
+    fl_pki_verifier_free(S->verifier);
+    pthread_mutex_destroy(&S->mu);
+    free(S);
+    return fl_exit_code(rc);
+}

@@ -1,0 +1,553 @@
+/* agent.c: cohort-client, a site's agent (DESIGN.md §1, §5): outbound
+ * connections only, mutual TLS, long polls for tasks, and the site's private
+ * work done by client/site.c. Nothing but the vectors a task asks for
+ * leaves the site.
+ *
+ *   [client]
+ *   aggregator = 127.0.0.1:7443   ; host:port of the aggregator
+ *   ca = pki/ca.crt
+ *   cert = pki/site-1.crt
+ *   key = pki/site-1.key
+ *   data = site-1.csv
+ *   schema = site.schema.ini      ; categorical columns need declared [levels]
+ *   state = site-1.db             ; the site's own SQLite state
+ *   val_fraction = 0.2            ; local validation split (federated evaluation)
+ *   seed = 1                      ; local split seed
+ *   device = auto                 ; auto | cpu | cuda
+ *   [privacy]                     ; the site's own cap (issue 5)
+ *   max_epsilon = 3.0
+ *   delta = 1e-5
+ *
+ * Exit codes: 0 the federation finished (TASK_DONE), 1 runtime failure, 2 bad
+ * configuration or data. SIGTERM stops it cleanly between calls. */
+#include <errno.h>
+#include <signal.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/site.h"
+#include "core/ini.h"
+#include "core/log.h"
+#include "net/rpc.h"
+#include "proto/wire.h"
+#include "proto/wire_stats.h"
+
+#define M_JOIN "/cohort.v1.Federation/Join"
+#define M_POLL "/cohort.v1.Federation/PollTask"
+#define M_SUBMIT "/cohort.v1.Federation/Submit"
+#define M_FETCH "/cohort.v1.Federation/FetchChunk"
+#define POLL_TIMEOUT_MS 30000
+#define CALL_TIMEOUT_MS 60000
+
+typedef struct agent_config {
+    char aggregator[256];
+    char ca[FL_PATH_LEN], cert[FL_PATH_LEN], key[FL_PATH_LEN], data[FL_PATH_LEN],
+        schema[FL_PATH_LEN], state[FL_PATH_LEN];
+    double val_fraction;
+    unsigned long long seed;
+    enum fl_device device;
+    double max_epsilon, delta;
+} agent_config;
+
+typedef struct agent {
+    agent_config cfg;
+    fl_site site;
+    fl_rpc_channel *ch;
+    sqlite3 *db;
+    char federation_id[FL_WIRE_ID_LEN];
+    uint64_t n_params;
+    uint8_t applied_stats[32]; /* hash of the totals the site encoded with */
+    int have_applied;
+    uint8_t *model; /* last fetched model */
+    size_t model_len;
+    uint8_t model_sha[32];
+} agent;
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+/* ------------------------------------------------------------ config */
+
+static int load_config(agent_config *c, const char *path, char *err) {
+    memset(c, 0, sizeof *c);
+    fl_ini ini;
+    int rc = fl_ini_load(&ini, path, err);
+    if (rc) return rc;
+    static const char *const keys[] = {"aggregator", "ca",     "cert",  "key",
+                                       "data",       "schema", "state", "val_fraction",
+                                       "seed",       "device", NULL};
+    static const char *const pkeys[] = {"max_epsilon", "delta", NULL};
+    for (int i = 0; i < ini.n_sections && !rc; i++)
+        if (strcmp(ini.sections[i], "client") && strcmp(ini.sections[i], "privacy"))
+            rc = fl_seterr(err, FL_EINVAL, "%s: unknown section [%s]", path, ini.sections[i]);
+    if (!rc) rc = fl_ini_check_keys(&ini, "client", keys, err);
+    if (!rc) rc = fl_ini_check_keys(&ini, "privacy", pkeys, err);
+    struct {
+        const char *key;
+        char *dst;
+    } paths[] = {{"ca", c->ca},     {"cert", c->cert},     {"key", c->key},
+                 {"data", c->data}, {"schema", c->schema}, {"state", c->state}};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths && !rc; i++) {
+        const char *v = fl_ini_get(&ini, "client", paths[i].key, NULL);
+        if (!v || !*v)
+            rc = fl_seterr(err, FL_EINVAL, "%s: [client] needs '%s'", path, paths[i].key);
+        else
+            fl_path_resolve(paths[i].dst, path, v);
+    }
+    const char *agg = fl_ini_get(&ini, "client", "aggregator", NULL);
+    if (!rc && (!agg || !*agg || strlen(agg) >= sizeof c->aggregator))
+        rc = fl_seterr(err, FL_EINVAL, "%s: [client] needs 'aggregator' (host:port)", path);
+    if (!rc) snprintf(c->aggregator, sizeof c->aggregator, "%s", agg);
+    if (!rc)
+        rc =
+            fl_ini_get_double(&c->val_fraction, &ini, "client", "val_fraction", 0.2, 0.0, 0.9, err);
+    long seed = 1;
+    if (!rc) rc = fl_ini_get_int(&seed, &ini, "client", "seed", 1, 0, 1L << 62, err);
+    c->seed = (unsigned long long)seed;
+    const fl_ini_entry *d = fl_ini_find(&ini, "client", "device");
+    c->device = FL_DEVICE_AUTO;
+    if (!rc && d && fl_device_parse(&c->device, d->value))
+        rc = fl_seterr(err, FL_EINVAL, "%s:%d: 'device': expected auto, cpu or cuda, got '%s'",
+                       path, d->line, d->value);
+    if (!rc)
+        rc = fl_ini_get_double(&c->max_epsilon, &ini, "privacy", "max_epsilon", 0.0, 0.0, 1e6, err);
+    if (!rc) rc = fl_ini_get_double(&c->delta, &ini, "privacy", "delta", 1e-5, 1e-300, 0.5, err);
+    fl_ini_free(&ini);
+    return rc;
+}
+
+static int read_file(char **out, const char *path, char *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return fl_seterr(err, FL_EINVAL, "%s: cannot open: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        fclose(f);
+        return fl_seterr(err, FL_EIO, "%s: read error", path);
+    }
+    fclose(f);
+    b[n] = 0;
+    *out = b;
+    return FL_OK;
+}
+
+/* ------------------------------------------------------------ state */
+
+static int state_open(agent *A, char *err) {
+    if (sqlite3_open(A->cfg.state, &A->db) != SQLITE_OK)
+        return fl_seterr(err, FL_EIO, "%s: cannot open: %s", A->cfg.state,
+                         A->db ? sqlite3_errmsg(A->db) : "out of memory");
+    char *msg = NULL;
+    if (sqlite3_exec(A->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE IF NOT EXISTS tasks(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),"
+                     " federation TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL,"
+                     " model_sha256 TEXT, n_examples INTEGER, outcome TEXT NOT NULL);",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = fl_seterr(err, FL_EIO, "%s: %s", A->cfg.state, msg ? msg : "?");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return FL_OK;
+}
+
+static void state_record(agent *A, uint64_t round, const char *kind, int64_t n_examples,
+                         const char *outcome) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(A->db,
+                           "INSERT INTO tasks(federation, round, kind, model_sha256, n_examples,"
+                           " outcome) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                           -1, &s, NULL) != SQLITE_OK)
+        return;
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, A->model_sha, 32);
+    sqlite3_bind_text(s, 1, A->federation_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)round);
+    sqlite3_bind_text(s, 3, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, A->model ? hex : NULL, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 5, n_examples);
+    sqlite3_bind_text(s, 6, outcome, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) fl_warn("state: %s", sqlite3_errmsg(A->db));
+    sqlite3_finalize(s);
+}
+
+/* ------------------------------------------------------------ calls */
+
+static const fl_rpc_backoff BACKOFF = {.max_attempts = 12, .base_ms = 100, .cap_ms = 5000};
+
+/* One call with retries on UNAVAILABLE; *status receives the gRPC status. */
+static int call(agent *A, const char *method, const uint8_t *req, size_t len, int64_t timeout_ms,
+                uint8_t **resp, size_t *resp_len, int *status, char *err) {
+    char details[512] = "";
+    int rc = fl_rpc_unary_retry(A->ch, method, req, len, timeout_ms, &BACKOFF, resp, resp_len,
+                                status, details, sizeof details, NULL);
+    if (rc) fl_seterr(err, rc, "%s: %s: %s", method + 22, fl_rpc_status_name(*status), details);
+    return rc;
+}
+
+static int join(agent *A, char *err) {
+    fl_wire_join j;
+    memset(&j, 0, sizeof j);
+    snprintf(j.agent_version, sizeof j.agent_version, "cohort-client/0.1");
+    j.n_examples = (uint64_t)A->site.n_train;
+    j.n_features = (uint32_t)fl_site_features(&A->site);
+    j.n_classes = (uint32_t)fl_site_classes(&A->site);
+    uint8_t *req, *resp = NULL;
+    size_t len, rlen;
+    int status, rc = fl_wire_pack_join(&req, &len, &j, err);
+    if (rc) return rc;
+    rc = call(A, M_JOIN, req, len, CALL_TIMEOUT_MS, &resp, &rlen, &status, err);
+    free(req);
+    if (rc) return rc;
+    fl_wire_join_response r;
+    rc = fl_wire_unpack_join_response(&r, resp, rlen, NULL, err);
+    free(resp);
+    if (rc) return rc;
+    snprintf(A->federation_id, sizeof A->federation_id, "%s", r.federation_id);
+    A->n_params = r.n_params;
+    fl_info("joined federation '%s' as site %u: model %s, %llu parameters, %u rounds",
+            r.federation_id, r.site_id, r.model_spec, (unsigned long long)r.n_params, r.rounds);
+    fl_wire_join_response_free(&r);
+    return FL_OK;
+}
+
+/* Fetches the task's model (chunks, SHA-256 checked) unless already held. */
+static int fetch_model(agent *A, const fl_wire_task *t, char *err) {
+    if (A->model && !memcmp(A->model_sha, t->model.sha256, 32)) return FL_OK;
+    uint64_t total = t->model.total_bytes;
+    uint8_t *blob = malloc(total ? total : 1);
+    if (!blob) return fl_seterr(err, FL_ENOMEM, "out of memory");
+    uint64_t at = 0;
+    int rc = FL_OK;
+    while (at < total && !rc) {
+        fl_wire_fetch f;
+        memset(&f, 0, sizeof f);
+        snprintf(f.federation_id, sizeof f.federation_id, "%s", A->federation_id);
+        f.round = t->round;
+        memcpy(f.sha256, t->model.sha256, 32);
+        f.offset = at;
+        f.max_bytes = FL_WIRE_CHUNK_BYTES;
+        uint8_t *req, *resp = NULL;
+        size_t len, rlen;
+        int status;
+        if ((rc = fl_wire_pack_fetch(&req, &len, &f, err))) break;
+        rc = call(A, M_FETCH, req, len, CALL_TIMEOUT_MS, &resp, &rlen, &status, err);
+        free(req);
+        if (rc) break;
+        fl_wire_expect ex;
+        memset(&ex, 0, sizeof ex);
+        ex.fetch = &f;
+        ex.total_bytes = total;
+        fl_wire_chunk c;
+        rc = fl_wire_unpack_chunk(&c, resp, rlen, &ex, err);
+        free(resp);
+        if (rc) break;
+        if (!c.len)
+            rc = fl_seterr(err, FL_EPROTO, "FetchChunk: empty chunk at %llu",
+                           (unsigned long long)at);
+        else
+            memcpy(blob + at, c.data, c.len);
+        at += c.len;
+        fl_wire_chunk_free(&c);
+    }
+    uint8_t h[32];
+    if (!rc) {
+        crypto_hash_sha256(h, blob, total);
+        if (memcmp(h, t->model.sha256, 32))
+            rc = fl_seterr(err, FL_ECRYPTO, "FetchChunk: the model does not match its SHA-256");
+    }
+    if (rc) {
+        free(blob);
+        return rc;
+    }
+    free(A->model);
+    A->model = blob;
+    A->model_len = total;
+    memcpy(A->model_sha, h, 32);
+    return FL_OK;
+}
+
+/* Encodes the local data with the federation's summed statistics (once per
+ * distinct totals). */
+static int apply_totals(agent *A, const fl_wire_task *t, char *err) {
+    if (!t->has_totals)
+        return A->have_applied ? FL_OK
+                               : fl_seterr(err, FL_EPROTO,
+                                           "task without "
+                                           "the federation's statistics");
+    double *v;
+    int64_t n;
+    int rc = fl_wire_stats_to_vector(&v, &n, &t->totals, err);
+    if (rc) return rc;
+    uint8_t h[32];
+    crypto_hash_sha256(h, (const uint8_t *)v, (size_t)n * sizeof(double));
+    if (!A->have_applied || memcmp(h, A->applied_stats, 32)) {
+        rc = fl_site_encode(&A->site, v, n, err);
+        if (!rc) {
+            memcpy(A->applied_stats, h, 32);
+            A->have_applied = 1;
+        }
+    }
+    free(v);
+    return rc;
+}
+
+static void submit_base(fl_wire_submit *m, const agent *A, const fl_wire_task *t) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->federation_id, sizeof m->federation_id, "%s", A->federation_id);
+    m->round = t->round;
+    m->step = t->step;
+    m->kind = t->kind;
+    m->stage = fl_wire_task_stage(t->kind);
+    m->n_chunks = 1;
+}
+
+static int send_submit(agent *A, const fl_wire_submit *m, char *err) {
+    uint8_t *req, *resp = NULL;
+    size_t len, rlen;
+    int status;
+    int rc = fl_wire_pack_submit(&req, &len, m, err);
+    if (rc) return rc;
+    rc = call(A, M_SUBMIT, req, len, CALL_TIMEOUT_MS, &resp, &rlen, &status, err);
+    free(req);
+    free(resp);
+    return rc;
+}
+
+static int do_stats(agent *A, const fl_wire_task *t, char *err) {
+    double *v;
+    int64_t n;
+    int rc = fl_site_stats(&v, &n, &A->site, err);
+    if (rc) return rc;
+    int nc = fl_site_n_cols(&A->site);
+    uint32_t *off = malloc(((size_t)nc + 1) * sizeof *off);
+    if (!off) {
+        free(v);
+        return FL_ENOMEM;
+    }
+    fl_site_level_offsets(&A->site, off);
+    fl_wire_submit m;
+    submit_base(&m, A, t);
+    m.result = FL_WIRE_RESULT_STATS;
+    rc = fl_wire_stats_from_vector(&m.stats, v, n, (uint32_t)nc, off, err);
+    free(v);
+    free(off);
+    if (!rc) rc = send_submit(A, &m, err);
+    fl_wire_stats_clear(&m.stats);
+    return rc;
+}
+
+static int do_train(agent *A, const fl_wire_task *t, char *err) {
+    int rc = apply_totals(A, t, err);
+    if (!rc) rc = fetch_model(A, t, err);
+    if (rc) return rc;
+    fl_train_config c;
+    fl_train_config_default(&c);
+    c.epochs = (int)t->train.local_epochs;
+    c.batch_size = (int)t->train.batch_size;
+    c.optimizer = t->train.optimizer == FL_WIRE_OPT_ADAM ? FL_OPT_ADAM : FL_OPT_SGD;
+    c.lr = t->train.lr;
+    c.momentum = t->train.momentum;
+    c.weight_decay = t->train.weight_decay;
+    c.prox_mu = t->train.prox_mu;
+    c.seed = t->train.seed;
+    float *delta;
+    int64_t n;
+    double loss;
+    if ((rc = fl_site_train(&delta, &n, &loss, &A->site, A->model, A->model_len, &c, err)))
+        return rc;
+    /* Updates above one message go in chunks of FL_WIRE_CHUNK_VALUES with the
+     * SHA-256 of the whole vector. */
+    uint32_t chunks = fl_wire_chunk_count((uint64_t)n);
+    uint8_t sha[32];
+    crypto_hash_sha256(sha, (const uint8_t *)delta, (size_t)n * sizeof(float));
+    uint64_t upload_id;
+    randombytes_buf(&upload_id, sizeof upload_id);
+    upload_id |= 1;
+    for (uint32_t k = 0; k < chunks && !rc; k++) {
+        fl_wire_submit m;
+        submit_base(&m, A, t);
+        m.result = FL_WIRE_RESULT_TRAIN;
+        m.n_chunks = chunks;
+        m.chunk_index = k;
+        if (chunks > 1) {
+            m.upload_id = upload_id;
+            m.has_total_sha256 = true;
+            memcpy(m.total_sha256, sha, 32);
+        }
+        uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
+        m.train.update = delta + at;
+        m.train.n_update =
+            (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
+        m.train.offset = at;
+        m.train.n_examples = (uint64_t)A->site.n_train;
+        m.train.train_loss = loss >= 0 ? loss : 0.0;
+        rc = send_submit(A, &m, err);
+    }
+    free(delta);
+    state_record(A, t->round, "TRAIN", A->site.n_train, rc ? "failed" : "submitted");
+    return rc;
+}
+
+static int do_evaluate(agent *A, const fl_wire_task *t, char *err) {
+    int rc = apply_totals(A, t, err);
+    if (!rc) rc = fetch_model(A, t, err);
+    if (rc) return rc;
+    int bins = (int)t->eval.n_bins;
+    fl_site_eval ev;
+    if ((rc = fl_site_evaluate(&ev, &A->site, A->model, A->model_len, bins, err))) return rc;
+    fl_wire_submit m;
+    submit_base(&m, A, t);
+    m.result = FL_WIRE_RESULT_EVAL;
+    m.eval.loss_sum = ev.loss_sum;
+    m.eval.correct = (uint64_t)ev.correct;
+    m.eval.count = (uint64_t)ev.count;
+    if (ev.hist) {
+        m.eval.n_hist = 2 * (uint32_t)ev.bins;
+        m.eval.score_hist = ev.hist;
+    }
+    rc = send_submit(A, &m, err);
+    state_record(A, t->round, "EVALUATE", ev.count, rc ? "failed" : "submitted");
+    fl_site_eval_free(&ev);
+    return rc;
+}
+
+/* Polls and works until TASK_DONE, a signal or a failure. */
+static int run(agent *A, char *err) {
+    int rc = join(A, err);
+    uint64_t last_round = 0;
+    while (!rc && !g_stop) {
+        fl_wire_poll p;
+        memset(&p, 0, sizeof p);
+        snprintf(p.federation_id, sizeof p.federation_id, "%s", A->federation_id);
+        p.last_round_seen = last_round;
+        uint8_t *req, *resp = NULL;
+        size_t len, rlen;
+        int status = 0;
+        if ((rc = fl_wire_pack_poll(&req, &len, &p, err))) break;
+        rc = call(A, M_POLL, req, len, POLL_TIMEOUT_MS, &resp, &rlen, &status, err);
+        free(req);
+        if (rc && status == FL_RPC_FAILED_PRECONDITION) { /* aggregator restarted */
+            fl_info("the aggregator does not know this site (restarted?): joining again");
+            rc = join(A, err);
+            continue;
+        }
+        if (rc && status == FL_RPC_DEADLINE_EXCEEDED) {
+            rc = FL_OK;
+            continue;
+        }
+        if (rc) break;
+        fl_wire_expect ex;
+        memset(&ex, 0, sizeof ex);
+        ex.federation_id = A->federation_id;
+        fl_wire_task t;
+        rc = fl_wire_unpack_task(&t, resp, rlen, &ex, err);
+        free(resp);
+        if (rc) break;
+        last_round = t.round > last_round ? t.round : last_round;
+        switch (t.kind) {
+        case FL_WIRE_TASK_NONE:
+            break;
+        case FL_WIRE_TASK_DONE:
+            fl_info("the federation finished");
+            state_record(A, t.round, "DONE", 0, "done");
+            fl_wire_task_free(&t);
+            return FL_OK;
+        case FL_WIRE_TASK_STATS:
+            rc = do_stats(A, &t, err);
+            break;
+        case FL_WIRE_TASK_TRAIN:
+            rc = do_train(A, &t, err);
+            break;
+        case FL_WIRE_TASK_EVALUATE:
+            rc = do_evaluate(A, &t, err);
+            break;
+        default:
+            rc = fl_seterr(err, FL_ENOTSUP, "task %s is not supported by this agent",
+                           fl_wire_task_kind_name((int)t.kind));
+        }
+        if (rc == FL_EINVAL && strstr(err, "Submit")) {
+            /* The aggregator refused the result (stale round after a restart,
+             * say): log it and poll again rather than giving up. */
+            fl_warn("result refused: %s", err);
+            rc = FL_OK;
+        }
+        fl_wire_task_free(&t);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[++i];
+        else {
+            fprintf(stderr, "usage: cohort-client --config client.ini\n");
+            return 2;
+        }
+    }
+    if (!config) {
+        fprintf(stderr, "usage: cohort-client --config client.ini\n");
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "cohort-client: libsodium failed to initialise\n");
+        return 1;
+    }
+    agent *A = calloc(1, sizeof *A);
+    char err[FL_ERR_LEN] = "";
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    int rc = A ? load_config(&A->cfg, config, err) : FL_ENOMEM;
+    if (!rc) {
+        const char *slash = strrchr(A->cfg.cert, '/');
+        char tag[80];
+        snprintf(tag, sizeof tag, "client %.*s", (int)strcspn(slash ? slash + 1 : A->cfg.cert, "."),
+                 slash ? slash + 1 : A->cfg.cert);
+        fl_log_set_tag(tag);
+    }
+    if (!rc)
+        rc = fl_site_open(&A->site, A->cfg.data, A->cfg.schema, A->cfg.val_fraction, A->cfg.seed,
+                          A->cfg.device, err);
+    if (!rc) rc = state_open(A, err);
+    if (!rc && !(rc = read_file(&ca, A->cfg.ca, err)) && !(rc = read_file(&cert, A->cfg.cert, err)))
+        rc = read_file(&key, A->cfg.key, err);
+    if (!rc)
+        rc = fl_rpc_channel_new(&A->ch, A->cfg.aggregator, ca, cert, key, NULL,
+                                FL_WIRE_MAX_MESSAGE_BYTES, err);
+    if (key) sodium_memzero(key, strlen(key));
+    if (!rc) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        fl_info("%lld training rows, %lld validation rows; aggregator %s",
+                (long long)A->site.n_train, (long long)A->site.n_val, A->cfg.aggregator);
+        rc = run(A, err);
+    }
+    if (rc) fprintf(stderr, "cohort-client: %s\n", err[0] ? err : fl_strerror(rc));
+    free(ca);
+    free(cert);
+    free(key);
+    if (A) {
+        fl_rpc_channel_free(A->ch);
+        fl_site_close(&A->site);
+        if (A->db) sqlite3_close(A->db);
+        free(A->model);
+        free(A);
+    }
+    return fl_exit_code(rc);
+}
