@@ -212,6 +212,7 @@ static void answer_poll(service *S, fl_rpc_call *call, int site, int park_if_non
         reply_error(call, FL_RPC_INTERNAL, "cannot build the task");
         return;
     }
+    fl_fed_count_bytes(S->fed, 0, (double)len);
     reply_msg(call, FL_RPC_OK, NULL, buf, len);
 }
 
@@ -483,6 +484,7 @@ static void handle_fetch(service *S, fl_rpc_call *call, const char *name, const 
         reply_error(call, FL_RPC_INTERNAL, "cannot build the chunk");
         return;
     }
+    fl_fed_count_bytes(S->fed, 0, (double)blen);
     reply_msg(call, FL_RPC_OK, NULL, buf, blen);
 }
 
@@ -504,6 +506,7 @@ static void on_call(void *user, fl_rpc_call *call) {
     }
     size_t len;
     const uint8_t *req = fl_rpc_call_request(call, &len);
+    fl_fed_count_bytes(S->fed, (double)len, 0);
     switch (fl_rpc_call_method(call)) {
     case M_JOIN:
         handle_join(S, call, name, req, len);
@@ -645,6 +648,18 @@ int main(int argc, char **argv) {
                 fl_fed_round(S->fed));
     } else {
         fl_info("federation finished after %d rounds", fl_fed_round(S->fed));
+    }
+    {
+        /* The peak resident memory, for bench/round (Linux VmHWM). */
+        FILE *st = fopen("/proc/self/status", "r");
+        char line[256];
+        while (st && fgets(line, sizeof line, st))
+            if (!strncmp(line, "VmHWM:", 6)) {
+                char e2[FL_ERR_LEN], kb[64];
+                snprintf(kb, sizeof kb, "%ld", strtol(line + 6, NULL, 10));
+                fl_store_meta_set(S->store, "peak_rss_kb", kb, e2);
+            }
+        if (st) fclose(st);
     }
 cleanup:
     if (srv) {

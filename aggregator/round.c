@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "core/rng.h"
@@ -46,6 +47,9 @@ struct fl_federation {
     double *stats;
     int64_t n_stats;
     fl_round_metrics *metrics; /* (rounds + 1) */
+    /* Instrumentation of the round in flight (DESIGN.md §13, bench/round). */
+    int64_t t_train_start, t_eval_start;
+    double t_train_ms, t_aggregate_ms, bytes_in, bytes_out;
     char error[FL_ERR_LEN];
 };
 
@@ -106,6 +110,12 @@ static int n_joined(const fl_federation *f) {
     for (int s = 1; s <= f->cfg.n_allowed; s++)
         n += f->site[s].joined;
     return n;
+}
+
+static int64_t fl_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static uint64_t mix(uint64_t a, uint64_t b) {
@@ -343,6 +353,11 @@ const fl_fed_config *fl_fed_get_config(const fl_federation *f) {
     return &f->cfg;
 }
 
+void fl_fed_count_bytes(fl_federation *f, double in, double out) {
+    f->bytes_in += in;
+    f->bytes_out += out;
+}
+
 void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail) {
     char err[FL_ERR_LEN];
     if (fl_store_event(f->store, kind, site, f->round, detail, err))
@@ -385,6 +400,8 @@ static void begin_train(fl_federation *f, int64_t now_ms) {
     for (int i = 0; i < k; i++)
         f->site[ids[i]].selected = 1;
     begin_stage(f, FL_STAGE_TRAIN, now_ms);
+    f->t_train_start = now_ms;
+    f->bytes_in = f->bytes_out = 0;
     event(f, "select", 0, "%d of %d joined sites selected", k, n);
 }
 
@@ -463,9 +480,19 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
     m->accuracy = count ? (double)correct / (double)count : NAN;
     m->auc = have_hist ? auc_from_hist(hist, hist + bins, bins) : NAN;
     free(hist);
-    fl_metric mets[] = {{"loss", m->loss},       {"accuracy", m->accuracy},
-                        {"auc", m->auc},         {"completed", m->completed},
-                        {"dropped", m->dropped}, {"eval_examples", (double)count}};
+    fl_metric mets[] = {{"loss", m->loss},
+                        {"accuracy", m->accuracy},
+                        {"auc", m->auc},
+                        {"completed", m->completed},
+                        {"dropped", m->dropped},
+                        {"eval_examples", (double)count},
+                        {"t_train_ms", f->t_train_ms},
+                        {"t_aggregate_ms", f->t_aggregate_ms},
+                        {"t_evaluate_ms", (double)(now_ms - f->t_eval_start)},
+                        {"t_round_ms", (double)(now_ms - f->t_train_start)},
+                        {"bytes_in", f->bytes_in},
+                        {"bytes_out", f->bytes_out},
+                        {"n_params", (double)f->n_params}};
     fl_participation parts[FL_MAX_SITES];
     int np = 0;
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
@@ -544,8 +571,11 @@ static void finish_train(fl_federation *f, int64_t now_ms) {
         return;
     }
     char err[FL_ERR_LEN];
+    f->t_train_ms = (double)(now_ms - f->t_train_start);
+    int64_t t0 = fl_now_ms();
     int rc = fl_strategy_apply(&f->strat, f->global, ups, n, err);
     if (!rc) rc = refresh_model(f);
+    f->t_aggregate_ms = (double)(fl_now_ms() - t0);
     if (rc) {
         fail(f, err);
         return;
@@ -555,6 +585,7 @@ static void finish_train(fl_federation *f, int64_t now_ms) {
     event(f, "aggregate", 0, "%s over %d updates (%d dropped)",
           fl_strategy_name(f->cfg.strategy.kind), n, dropped);
     begin_stage(f, FL_STAGE_EVALUATE, now_ms);
+    f->t_eval_start = now_ms;
 }
 
 static int all_submitted(const fl_federation *f, int only_selected) {

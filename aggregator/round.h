@@ -150,6 +150,9 @@ int fl_fed_site_id(const fl_federation *f, const char *name);
 /* 1 when the site has joined (since the aggregator started). */
 int fl_fed_joined(const fl_federation *f, int site);
 const fl_fed_config *fl_fed_get_config(const fl_federation *f);
+/* Adds message bytes received from / sent to the sites to the current
+ * round's transport figures (committed as metrics bytes_in / bytes_out). */
+void fl_fed_count_bytes(fl_federation *f, double in, double out);
 /* Records a refused or rejected call in the audit log. */
 void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail);
 

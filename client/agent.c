@@ -65,6 +65,8 @@ typedef struct agent {
     uint8_t *model; /* last fetched model */
     size_t model_len;
     uint8_t model_sha[32];
+    double compute_ms; /* since the last state_record */
+    int64_t bytes_up, bytes_down;
 } agent;
 
 static volatile sig_atomic_t g_stop;
@@ -154,7 +156,8 @@ static int state_open(agent *A, char *err) {
                      "CREATE TABLE IF NOT EXISTS tasks(id INTEGER PRIMARY KEY AUTOINCREMENT,"
                      " at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),"
                      " federation TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL,"
-                     " model_sha256 TEXT, n_examples INTEGER, outcome TEXT NOT NULL);",
+                     " model_sha256 TEXT, n_examples INTEGER, outcome TEXT NOT NULL,"
+                     " compute_ms REAL, bytes_up INTEGER, bytes_down INTEGER);",
                      NULL, NULL, &msg) != SQLITE_OK) {
         int rc = fl_seterr(err, FL_EIO, "%s: %s", A->cfg.state, msg ? msg : "?");
         sqlite3_free(msg);
@@ -163,12 +166,15 @@ static int state_open(agent *A, char *err) {
     return FL_OK;
 }
 
+/* Records a finished task with the time spent computing and the message
+ * bytes sent and received for it since the last record (bench/round). */
 static void state_record(agent *A, uint64_t round, const char *kind, int64_t n_examples,
                          const char *outcome) {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(A->db,
                            "INSERT INTO tasks(federation, round, kind, model_sha256, n_examples,"
-                           " outcome) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                           " outcome, compute_ms, bytes_up, bytes_down)"
+                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                            -1, &s, NULL) != SQLITE_OK)
         return;
     char hex[65];
@@ -179,8 +185,13 @@ static void state_record(agent *A, uint64_t round, const char *kind, int64_t n_e
     sqlite3_bind_text(s, 4, A->model ? hex : NULL, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 5, n_examples);
     sqlite3_bind_text(s, 6, outcome, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 7, A->compute_ms);
+    sqlite3_bind_int64(s, 8, A->bytes_up);
+    sqlite3_bind_int64(s, 9, A->bytes_down);
     if (sqlite3_step(s) != SQLITE_DONE) fl_warn("state: %s", sqlite3_errmsg(A->db));
     sqlite3_finalize(s);
+    A->compute_ms = 0;
+    A->bytes_up = A->bytes_down = 0;
 }
 
 /* ------------------------------------------------------------ calls */
@@ -193,6 +204,8 @@ static int call(agent *A, const char *method, const uint8_t *req, size_t len, in
     char details[512] = "";
     int rc = fl_rpc_unary_retry(A->ch, method, req, len, timeout_ms, &BACKOFF, resp, resp_len,
                                 status, details, sizeof details, NULL);
+    A->bytes_up += (int64_t)len;
+    if (!rc) A->bytes_down += (int64_t)*resp_len;
     if (rc) fl_seterr(err, rc, "%s: %s: %s", method + 22, fl_rpc_status_name(*status), details);
     return rc;
 }
@@ -366,8 +379,10 @@ static int do_train(agent *A, const fl_wire_task *t, char *err) {
     float *delta;
     int64_t n;
     double loss;
+    int64_t t0 = fl_rpc_now_ms();
     if ((rc = fl_site_train(&delta, &n, &loss, &A->site, A->model, A->model_len, &c, err)))
         return rc;
+    A->compute_ms += (double)(fl_rpc_now_ms() - t0);
     /* Updates above one message go in chunks of FL_WIRE_CHUNK_VALUES with the
      * SHA-256 of the whole vector. */
     uint32_t chunks = fl_wire_chunk_count((uint64_t)n);
