@@ -40,7 +40,7 @@
 #define M_POLL "/cohort.v1.Federation/PollTask"
 #define M_SUBMIT "/cohort.v1.Federation/Submit"
 #define M_FETCH "/cohort.v1.Federation/FetchChunk"
-#define POLL_TIMEOUT_MS 30000
+#define POLL_TIMEOUT_MS 10000 /* also bounds how long SIGTERM waits */
 #define CALL_TIMEOUT_MS 60000
 
 typedef struct agent_config {
