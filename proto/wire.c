@@ -41,7 +41,7 @@ _Static_assert((int)FL_WIRE_PRIVACY_SITE == (int)COHORT__V1__PRIVACY_MODE__PRIVA
                "privacy modes");
 _Static_assert((int)FL_WIRE_OPT_ADAM == (int)COHORT__V1__OPTIMIZER__OPTIMIZER_ADAM, "optimizers");
 /* Limits that depend on each other. */
-_Static_assert((uint64_t)FL_WIRE_MAX_CHUNKS *FL_WIRE_CHUNK_VALUES >= FL_WIRE_MAX_PARAMS,
+_Static_assert(1ull * FL_WIRE_MAX_CHUNKS * FL_WIRE_CHUNK_VALUES >= FL_WIRE_MAX_PARAMS,
                "a maximal update fits in FL_WIRE_MAX_CHUNKS chunks");
 _Static_assert(FL_WIRE_MAX_MESSAGE_BYTES >= FL_WIRE_CHUNK_BYTES + 4096,
                "a full chunk and its header fit in one message");
