@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
     }
     if (sites < 2 || rounds < 1) return 2;
     /* The cohort binary sits in bin/ next to this program's bench/ directory. */
-    char self[PATH_MAX], bin[PATH_MAX], dir[] = "/tmp/cohort-bench-round-XXXXXX";
+    char self[PATH_MAX], bin[PATH_MAX + 32], dir[] = "/tmp/cohort-bench-round-XXXXXX";
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) return 1;
     self[n] = 0;
