@@ -13,6 +13,7 @@ static const struct {
     {"train", cmd_train, "centralized training on one dataset (the baseline)"},
     {"privacy", cmd_privacy, "privacy accounting: epsilon for a schedule, or sigma for a target"},
     {"pki", cmd_pki, "the federation CA: init, issue, revoke, crl, list certificates"},
+    {"simulate", cmd_simulate, "a whole federation on this machine (aggregator + N clients)"},
 };
 
 static void usage(FILE *f) {

@@ -7,5 +7,6 @@
 int cmd_train(int argc, char **argv);
 int cmd_privacy(int argc, char **argv);
 int cmd_pki(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 
 #endif
