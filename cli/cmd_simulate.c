@@ -449,7 +449,6 @@ static int supervise(sim_run *r, fl_sim_config *c, char *err) {
                                   cc->join_timeout * 1000 + 120000;
     int64_t start = fl_sim_now_ms(), starved_since = 0;
     int64_t starve_ms = (int64_t)(2 * cc->stage_timeout * 1000) + 30000;
-    int poll_ms = cc->n_faults ? 2 : 50; /* a kill should land early in its stage */
     fl_sim_proc *agg = &r->procs[0];
     for (;;) {
         poll_events(r, c);
@@ -507,7 +506,11 @@ static int supervise(sim_run *r, fl_sim_config *c, char *err) {
                              " s (--timeout to change)",
                              budget_ms / 1000);
         }
-        fl_sim_sleep_ms(poll_ms);
+        /* A pending kill should land as early in its stage as possible. */
+        int pending = 0;
+        for (int i = 0; i < cc->n_faults; i++)
+            pending |= cc->faults[i].exists && !cc->faults[i].fired;
+        fl_sim_sleep_ms(pending ? 2 : 50);
     }
 }
 

@@ -104,9 +104,10 @@ int fl_sim_reap(fl_sim_proc *p);
 /* Sends sig to p's process group while it runs (never after the reap, when
  * the pid may belong to someone else). */
 void fl_sim_signal(fl_sim_proc *p, int sig);
-/* Waits up to grace_ms for the running ones among procs to exit by
- * themselves, then SIGTERMs them, waits up to term_ms, then SIGKILLs and
- * reaps whatever is left. Returns how many needed a signal. */
+/* Waits up to grace_ms (cut short by a signal to the simulator) for the
+ * running ones among procs to exit by themselves, then SIGTERMs them, waits
+ * up to term_ms, then SIGKILLs and reaps whatever is left. Returns how many
+ * needed a signal. */
 int fl_sim_stop_all(fl_sim_proc *procs, int n, int64_t grace_ms, int64_t term_ms);
 /* "exit 0", "exit 1", "killed by signal 9" into buf. */
 const char *fl_sim_status_text(char *buf, size_t len, const fl_sim_proc *p);

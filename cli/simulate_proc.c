@@ -136,21 +136,23 @@ static int any_running(fl_sim_proc *procs, int n) {
     return k;
 }
 
-static void wait_until(fl_sim_proc *procs, int n, int64_t ms) {
+/* Waits up to ms for procs to exit; a signal to the simulator cuts a grace
+ * period short (cut = 1), never the wait after SIGTERM. */
+static void wait_until(fl_sim_proc *procs, int n, int64_t ms, int cut) {
     int64_t end = fl_sim_now_ms() + ms;
-    while (any_running(procs, n) && fl_sim_now_ms() < end)
+    while (any_running(procs, n) && fl_sim_now_ms() < end && !(cut && g_signal))
         fl_sim_sleep_ms(20);
 }
 
 int fl_sim_stop_all(fl_sim_proc *procs, int n, int64_t grace_ms, int64_t term_ms) {
-    if (grace_ms > 0) wait_until(procs, n, grace_ms);
+    if (grace_ms > 0) wait_until(procs, n, grace_ms, 1);
     int signalled = 0;
     for (int i = 0; i < n; i++)
         if (procs[i].running) {
             fl_sim_signal(&procs[i], SIGTERM);
             signalled++;
         }
-    if (signalled) wait_until(procs, n, term_ms);
+    if (signalled) wait_until(procs, n, term_ms, 0);
     for (int i = 0; i < n; i++)
         if (procs[i].running) {
             fl_sim_signal(&procs[i], SIGKILL);
