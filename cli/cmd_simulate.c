@@ -382,8 +382,9 @@ static void fire_faults(sim_run *r, fl_sim_config *c, const char *stage, int rou
         f->fired = 1;
         f->pid = p->pid;
         if (!p->running) {
-            fl_warn("fault: site-%d had already exited before round %d %s", f->site, f->round,
-                    f->stage);
+            /* its own [faults] die_at hook ended it on receiving the task */
+            p->killed = 1;
+            fl_warn("fault: site-%d ended itself in round %d %s", f->site, f->round, f->stage);
             continue;
         }
         fl_sim_signal(p, SIGKILL);

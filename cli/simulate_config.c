@@ -462,5 +462,13 @@ int fl_sim_write_client_ini(const fl_sim_config *c, const char *path, int site, 
         if (eps) fprintf(f, "max_epsilon = %s\n", eps->value);
         if (delta) fprintf(f, "delta = %s\n", delta->value);
     }
+    /* [faults]: the site ends itself the moment it receives that stage's
+     * task, so the kill always lands inside the stage (the simulator's own
+     * SIGKILL on the stage event stays as the fallback). */
+    for (int i = 0; i < c->n_faults; i++)
+        if (c->faults[i].site == site && c->faults[i].exists)
+            fprintf(f, "[faults]\ndie_at = %d:%s\n",
+                    strcmp(c->faults[i].stage, "STATS") ? c->faults[i].round : 0,
+                    c->faults[i].stage);
     return finish_file(f, path, err);
 }

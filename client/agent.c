@@ -51,6 +51,10 @@ typedef struct agent_config {
     unsigned long long seed;
     enum fl_device device;
     double max_epsilon, delta;
+    /* [faults] die_at = R:STAGE (tests and demos only): SIGKILL itself on
+     * receiving the STAGE task of round R, i.e. die inside that stage. */
+    int die_round;
+    char die_stage[32];
 } agent_config;
 
 typedef struct agent {
@@ -87,11 +91,20 @@ static int load_config(agent_config *c, const char *path, char *err) {
                                        "data",       "schema", "state", "val_fraction",
                                        "seed",       "device", NULL};
     static const char *const pkeys[] = {"max_epsilon", "delta", NULL};
+    static const char *const fkeys[] = {"die_at", NULL};
     for (int i = 0; i < ini.n_sections && !rc; i++)
-        if (strcmp(ini.sections[i], "client") && strcmp(ini.sections[i], "privacy"))
+        if (strcmp(ini.sections[i], "client") && strcmp(ini.sections[i], "privacy") &&
+            strcmp(ini.sections[i], "faults"))
             rc = fl_seterr(err, FL_EINVAL, "%s: unknown section [%s]", path, ini.sections[i]);
     if (!rc) rc = fl_ini_check_keys(&ini, "client", keys, err);
     if (!rc) rc = fl_ini_check_keys(&ini, "privacy", pkeys, err);
+    if (!rc) rc = fl_ini_check_keys(&ini, "faults", fkeys, err);
+    const fl_ini_entry *die = fl_ini_find(&ini, "faults", "die_at");
+    c->die_round = -1;
+    if (!rc && die &&
+        (sscanf(die->value, "%d:%31s", &c->die_round, c->die_stage) != 2 || c->die_round < 0))
+        rc = fl_seterr(err, FL_EINVAL, "%s:%d: 'die_at': expected ROUND:STAGE, got '%s'", path,
+                       die->line, die->value);
     struct {
         const char *key;
         char *dst;
@@ -472,6 +485,12 @@ static int run(agent *A, char *err) {
         free(resp);
         if (rc) break;
         last_round = t.round > last_round ? t.round : last_round;
+        if (A->cfg.die_round >= 0 && (uint64_t)A->cfg.die_round == t.round &&
+            !strcmp(A->cfg.die_stage, fl_wire_task_kind_name((int)t.kind))) {
+            fl_warn("[faults] die_at %d:%s: ending this process now", A->cfg.die_round,
+                    A->cfg.die_stage);
+            raise(SIGKILL);
+        }
         switch (t.kind) {
         case FL_WIRE_TASK_NONE:
             break;
