@@ -1,7 +1,16 @@
 /* cmd_train.c: `cohort train`, centralized training on one dataset
  * (DESIGN.md §4): the baseline every federated result is compared with.
  * Progress goes to stderr one line per epoch; with --json the result is one
- * JSON object on stdout. */
+ * JSON object on stdout.
+ *
+ * With --dp-clip it trains with DP-SGD (DESIGN.md §7, §8; docs/privacy.md):
+ * Poisson sampling from an OS-keyed CSPRNG, per-example clipping, float-safe
+ * noise from crypto/dpnoise drawn ahead on a worker thread, and the chosen
+ * accountant's epsilon for the steps taken. DP runs never stop early and
+ * never pick an epoch by its validation loss: that choice looks at data
+ * outside the accounted mechanism (the validation rows, and the sequence of
+ * models), so the model returned is the last iterate, whose privacy is
+ * exactly what the accountant computes. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -12,11 +21,14 @@
 
 #include "cli/clikit.h"
 #include "cli/commands.h"
+#include "core/accountant.h"
 #include "core/dataset.h"
 #include "core/idx.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "core/train.h"
+#include "crypto/csprng.h"
+#include "crypto/dpnoise.h"
 #include "kernels/backend.h"
 
 static void usage(FILE *f) {
@@ -37,7 +49,16 @@ static void usage(FILE *f) {
             "  --seed N                     split, initialisation and shuffling seed (default 42)\n"
             "  --limit N                    read at most N rows of each IDX file\n"
             "  --out F                      write the trained model (Cohort format) to F\n"
-            "  --json                       print the result as one JSON object on stdout\n");
+            "  --json                       print the result as one JSON object on stdout\n"
+            "DP-SGD (record-level differential privacy, docs/privacy.md):\n"
+            "  --dp-clip C                  clip each example's gradient to norm C: DP on\n"
+            "  --dp-noise S                 noise multiplier: Gaussian noise of stddev S*C\n"
+            "  --dp-epsilon E               or: the smallest S meeting (E, delta) in the\n"
+            "                               planned steps\n"
+            "  --dp-batch B                 expected Poisson batch size (default --batch)\n"
+            "  --dp-delta D                 delta of the reported epsilon (default 1e-5)\n"
+            "  --accountant rdp|pld         privacy accountant (default rdp)\n"
+            "  DP runs train every epoch: no early stopping, no best-epoch pick.\n");
 }
 
 typedef struct train_opts {
@@ -47,6 +68,10 @@ typedef struct train_opts {
     double lr, momentum, weight_decay, val_frac, test_frac;
     unsigned long long seed;
     int json;
+    /* DP-SGD; dp is on when dp_clip > 0 */
+    double dp_clip, dp_noise, dp_eps, dp_delta;
+    long dp_batch;
+    int accountant, have_delta, have_accountant;
 } train_opts;
 
 static int parse_args(train_opts *o, int argc, char **argv) {
@@ -67,6 +92,12 @@ static int parse_args(train_opts *o, int argc, char **argv) {
                                              {"out", required_argument, 0, 'O'},
                                              {"limit", required_argument, 0, 'L'},
                                              {"json", no_argument, 0, 'j'},
+                                             {"dp-clip", required_argument, 0, 'C'},
+                                             {"dp-noise", required_argument, 0, 'N'},
+                                             {"dp-epsilon", required_argument, 0, 'E'},
+                                             {"dp-batch", required_argument, 0, 'B'},
+                                             {"dp-delta", required_argument, 0, 'Q'},
+                                             {"accountant", required_argument, 0, 'A'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -82,6 +113,8 @@ static int parse_args(train_opts *o, int argc, char **argv) {
     o->val_frac = 0.1;
     o->test_frac = 0.2;
     o->seed = 42;
+    o->dp_delta = 1e-5;
+    o->accountant = FL_ACCOUNTANT_RDP;
     optind = 1;
     opterr = 0;
     int c;
@@ -136,6 +169,35 @@ static int parse_args(train_opts *o, int argc, char **argv) {
         case 'j':
             o->json = 1;
             break;
+        case 'C':
+            bad = fl_cli_double(&o->dp_clip, "--dp-clip", optarg, 0.0, 1e6);
+            if (!bad && !(o->dp_clip > 0.0))
+                bad = fl_cli_bad("--dp-clip", optarg, "a clipping norm > 0");
+            break;
+        case 'N':
+            bad = fl_cli_double(&o->dp_noise, "--dp-noise", optarg, 0.0, 1e4);
+            if (!bad && !(o->dp_noise >= 0.01))
+                bad = fl_cli_bad("--dp-noise", optarg, "a noise multiplier in [0.01, 10000]");
+            break;
+        case 'E':
+            bad = fl_cli_double(&o->dp_eps, "--dp-epsilon", optarg, 0.0, 1e4);
+            if (!bad && !(o->dp_eps > 0.0))
+                bad = fl_cli_bad("--dp-epsilon", optarg, "a target epsilon > 0");
+            break;
+        case 'B':
+            bad = fl_cli_long(&o->dp_batch, "--dp-batch", optarg, 1, 1 << 20);
+            break;
+        case 'Q':
+            bad = fl_cli_double(&o->dp_delta, "--dp-delta", optarg, 0.0, 1.0);
+            if (!bad && !(o->dp_delta > 0.0 && o->dp_delta < 1.0))
+                bad = fl_cli_bad("--dp-delta", optarg, "a probability in (0, 1)");
+            o->have_delta = 1;
+            break;
+        case 'A':
+            if (fl_accountant_parse(&o->accountant, optarg, NULL))
+                bad = fl_cli_bad("--accountant", optarg, "rdp or pld");
+            o->have_accountant = 1;
+            break;
         case 'o':
             if (!strcmp(optarg, "sgd"))
                 o->optimizer = FL_OPT_SGD;
@@ -171,11 +233,111 @@ static int parse_args(train_opts *o, int argc, char **argv) {
         return 2;
     }
     if (o->lr < 0.0) o->lr = o->optimizer == FL_OPT_ADAM ? 0.01 : 0.1;
+    if (!(o->dp_clip > 0.0)) {
+        const char *dp_only = o->dp_noise > 0.0    ? "--dp-noise"
+                              : o->dp_eps > 0.0    ? "--dp-epsilon"
+                              : o->dp_batch > 0    ? "--dp-batch"
+                              : o->have_delta      ? "--dp-delta"
+                              : o->have_accountant ? "--accountant"
+                                                   : NULL;
+        if (dp_only) {
+            fprintf(stderr, "cohort train: %s: only with --dp-clip (DP-SGD)\n", dp_only);
+            return 2;
+        }
+        return 0;
+    }
+    if ((o->dp_noise > 0.0) == (o->dp_eps > 0.0)) {
+        fprintf(stderr, "cohort train: --dp-clip: expected exactly one of --dp-noise and "
+                        "--dp-epsilon\n");
+        return 2;
+    }
     return 0;
 }
 
+/* ================================ DP-SGD ================================== */
+
+/* The private side of a run: where its randomness comes from, and what the
+ * accountant needs. */
+typedef struct dp_run {
+    fl_csprng *coins;  /* Poisson sampling */
+    fl_dpnoise *noise; /* Gaussian noise, drawn ahead on a worker thread */
+    fl_noise_source src;
+    double q, sigma, delta;
+    int accountant;
+    long batch; /* expected batch: q n */
+    int64_t steps_per_epoch;
+} dp_run;
+
+static int dp_uniform32(void *ctx, uint32_t *out, size_t n) {
+    fl_csprng_bytes(((dp_run *)ctx)->coins, out, n * sizeof *out);
+    return 0;
+}
+
+static int dp_gaussian(void *ctx, float *out, size_t n, double stddev) {
+    return fl_dpnoise_gaussian(((dp_run *)ctx)->noise, out, n, stddev, NULL);
+}
+
+static int dp_add(void *ctx, float *x, size_t n, double stddev, float scale) {
+    return fl_dpnoise_add(((dp_run *)ctx)->noise, x, n, stddev, scale, NULL);
+}
+
+static int dp_epsilon(double *eps, double *order, const dp_run *d, int64_t steps, char *err) {
+    fl_dp_phase ph = {d->q, d->sigma, steps};
+    return fl_accountant_epsilon(eps, order, d->accountant, &ph, 1, d->delta, err);
+}
+
+/* Sets up d for a training set of n rows: sampling rate, sigma (calibrated
+ * for the planned steps with --dp-epsilon), randomness. Bad flag values are
+ * FL_EINVAL with the flag named in err. */
+static int dp_setup(dp_run *d, const train_opts *o, int64_t n, char *err) {
+    long B = o->dp_batch > 0 ? o->dp_batch : o->batch;
+    if (B > n)
+        return fl_seterr(err, FL_EINVAL,
+                         "--dp-batch: the expected batch %ld is larger than the %lld training rows",
+                         B, (long long)n);
+    d->batch = B;
+    d->q = (double)B / (double)n;
+    d->delta = o->dp_delta;
+    d->accountant = o->accountant;
+    d->steps_per_epoch = (n + B - 1) / B;
+    d->sigma = o->dp_noise;
+    if (o->dp_eps > 0.0) {
+        char why[FL_ERR_LEN] = "";
+        int64_t planned = d->steps_per_epoch * o->epochs;
+        int rc = fl_dp_calibrate_sigma(&d->sigma, d->q, planned, o->dp_eps, d->delta, d->accountant,
+                                       why);
+        if (rc)
+            return fl_seterr(err, FL_EINVAL, "--dp-epsilon: cannot calibrate for %g: %s", o->dp_eps,
+                             why[0] ? why : fl_strerror(rc));
+        fl_info("dp: sigma %.6f meets epsilon %g at delta %g over %lld steps (q %.6g, %s)",
+                d->sigma, o->dp_eps, d->delta, (long long)planned, d->q,
+                fl_accountant_name(d->accountant));
+    }
+    int rc = fl_csprng_new(&d->coins, err);
+    if (!rc) rc = fl_dpnoise_new(&d->noise, NULL, FL_DPNOISE_BACKGROUND, err);
+    if (rc) return rc;
+    d->src.ctx = d;
+    d->src.gaussian = dp_gaussian;
+    d->src.uniform32 = dp_uniform32;
+    d->src.add_gaussian = dp_add;
+    d->src.grid_bits = FL_DPNOISE_GRID_BITS;
+    return 0;
+}
+
+static void dp_free(dp_run *d) {
+    fl_dpnoise_free(d->noise);
+    fl_csprng_free(d->coins);
+}
+
 static void on_epoch(void *ctx, const fl_epoch_report *r) {
-    (void)ctx;
+    const dp_run *d = ctx;
+    if (d) {
+        double eps = NAN;
+        dp_epsilon(&eps, NULL, d, d->steps_per_epoch * r->epoch, NULL);
+        fl_info("epoch %3d  train loss %.5f  epsilon %.4f (delta %g, %s, poisson)", r->epoch,
+                r->train_loss, eps, d->delta, fl_accountant_name(d->accountant));
+        return;
+    }
     fl_info("epoch %3d  train loss %.5f  val loss %.5f  val acc %.4f%s", r->epoch, r->train_loss,
             r->val_loss, r->val_accuracy, r->improved ? "  *" : "");
 }
@@ -233,6 +395,8 @@ int cmd_train(int argc, char **argv) {
     fl_dataset tr = {0}, va = {0}, te = {0};
     fl_backend *be = NULL;
     fl_model model = {0};
+    dp_run dp = {0};
+    int is_dp = o.dp_clip > 0.0;
     enum fl_device dev;
     if (fl_device_parse(&dev, o.device)) {
         fl_cli_bad("--device", o.device, "auto, cpu or cuda");
@@ -252,8 +416,12 @@ int cmd_train(int argc, char **argv) {
             (long long)tr.n, (long long)va.n, (long long)te.n, tr.d, tr.n_classes);
     fl_model_spec spec;
     if ((rc = fl_model_spec_parse(&spec, o.model, tr.d, tr.n_classes, err))) goto cleanup;
+    if (is_dp && (rc = dp_setup(&dp, &o, tr.n, err))) goto cleanup;
     if ((rc = fl_backend_open(&be, dev, err))) goto cleanup;
-    if ((rc = fl_model_init(&model, be, &spec, (int)o.batch, o.seed, err))) goto cleanup;
+    /* Room for a Poisson batch six standard deviations above its mean. */
+    long max_batch = o.batch;
+    if (is_dp) max_batch = (long)fmin((double)tr.n, ceil(dp.batch + 6.0 * sqrt(dp.batch) + 16.0));
+    if ((rc = fl_model_init(&model, be, &spec, (int)max_batch, o.seed, err))) goto cleanup;
     fl_train_config cfg;
     fl_train_config_default(&cfg);
     cfg.epochs = (int)o.epochs;
@@ -265,8 +433,20 @@ int cmd_train(int argc, char **argv) {
     cfg.patience = (int)o.patience;
     cfg.seed = o.seed;
     cfg.on_epoch = on_epoch;
+    if (is_dp) {
+        cfg.batch_size = (int)dp.batch;
+        cfg.patience = 0;
+        cfg.dp_clip = o.dp_clip;
+        cfg.dp_noise = dp.sigma;
+        cfg.noise = &dp.src;
+        cfg.ctx = &dp;
+        fl_dpnoise_prefetch(dp.noise, (size_t)model.n_params, dp.sigma * o.dp_clip, NULL);
+    }
     fl_train_result res;
-    if ((rc = fl_train(&res, &model, &tr, &va, &cfg, err))) goto cleanup;
+    /* DP: no validation set, so no early stopping and no best-epoch pick. */
+    if ((rc = fl_train(&res, &model, &tr, is_dp ? NULL : &va, &cfg, err))) goto cleanup;
+    double dp_eps = NAN, dp_order = NAN;
+    if (is_dp && (rc = dp_epsilon(&dp_eps, &dp_order, &dp, res.steps, err))) goto cleanup;
     fl_eval ev_test, ev_val;
     if ((rc = fl_model_evaluate(&ev_test, &model, &te)) ||
         (va.n > 0 && (rc = fl_model_evaluate(&ev_val, &model, &va)))) {
@@ -277,6 +457,11 @@ int cmd_train(int argc, char **argv) {
     fl_model_spec_name(name, &spec);
     fl_info("test: accuracy %.4f  auc %.4f  loss %.4f  (best epoch %d of %d)", ev_test.accuracy,
             ev_test.auc, ev_test.loss, res.best_epoch, res.epochs_run);
+    if (is_dp)
+        fl_info("privacy: epsilon %.4f at delta %g (%s accountant, Poisson sampling q %.6g, "
+                "noise multiplier %.6g, clip %g, %lld steps)",
+                dp_eps, dp.delta, fl_accountant_name(dp.accountant), dp.q, dp.sigma, o.dp_clip,
+                (long long)res.steps);
     if (o.out && (rc = fl_cli_save_model(o.out, &model, err))) goto cleanup;
     if (o.json) {
         cJSON *j = cJSON_CreateObject();
@@ -294,6 +479,25 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(j, "device", fl_backend_name(be));
         cJSON_AddNumberToObject(j, "seed", (double)o.seed);
         cJSON_AddStringToObject(j, "data", o.data);
+        if (is_dp) {
+            cJSON *pj = cJSON_AddObjectToObject(j, "privacy");
+            cJSON_AddNumberToObject(pj, "epsilon", dp_eps);
+            cJSON_AddNumberToObject(pj, "delta", dp.delta);
+            cJSON_AddStringToObject(pj, "accountant", fl_accountant_name(dp.accountant));
+            if (isfinite(dp_order))
+                cJSON_AddNumberToObject(pj, "order", dp_order);
+            else
+                cJSON_AddNullToObject(pj, "order");
+            cJSON_AddNumberToObject(pj, "noise_multiplier", dp.sigma);
+            cJSON_AddNumberToObject(pj, "clip", o.dp_clip);
+            cJSON_AddNumberToObject(pj, "sample_rate", dp.q);
+            cJSON_AddNumberToObject(pj, "expected_batch", (double)dp.batch);
+            cJSON_AddNumberToObject(pj, "steps", (double)res.steps);
+            cJSON_AddStringToObject(pj, "sampling", "poisson");
+            cJSON_AddStringToObject(pj, "adjacency", "add_remove_one");
+            cJSON_AddStringToObject(pj, "noise", "dpnoise (discrete, grid 2^-20 stddev, snapped)");
+            if (o.dp_eps > 0.0) cJSON_AddNumberToObject(pj, "target_epsilon", o.dp_eps);
+        }
         if (fl_cli_print_json(j)) rc = FL_EIO;
     }
 cleanup:
@@ -303,6 +507,7 @@ cleanup:
     if (rc) fprintf(stderr, "cohort train: %s\n", err[0] ? err : fl_strerror(rc));
     fl_model_free(&model);
     fl_backend_close(be);
+    dp_free(&dp);
     fl_dataset_free(&tr);
     fl_dataset_free(&va);
     fl_dataset_free(&te);

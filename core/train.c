@@ -6,7 +6,11 @@
  * that the accountant's subsampled-Gaussian analysis applies; clip each
  * example's gradient to dp_clip inside fl_model_backward; add
  * N(0, (dp_noise * dp_clip)^2) to the summed gradient; and divide by the
- * expected batch size, not the realised one (the realised size is private). */
+ * expected batch size, not the realised one (the realised size is private).
+ * With a float-safe source (add_gaussian, crypto/dpnoise.h) the noised sum
+ * is snapped to the noise grid; examples are clipped a hair below dp_clip
+ * (by the factor dp_noise sqrt(n_params) 2^-grid_bits) so that snapping
+ * cannot raise the sum's sensitivity above dp_clip (docs/privacy.md). */
 #include "train.h"
 
 #include <math.h>
@@ -36,7 +40,9 @@ typedef struct trainer {
     float *d_m1, *d_m2, *d_best, *d_noise, *d_ref;
     float *h_x, *h_noise, *h_loss; /* host staging */
     int32_t *h_y;
-    int64_t t; /* optimiser steps so far */
+    int64_t t;         /* optimiser steps so far */
+    float dp_clip_eff; /* the per-example clip actually applied */
+    int host_params;   /* d_ pointers are host memory (the CPU backend) */
 } trainer;
 
 static int check_config(const fl_train_config *c, const fl_dataset *train, const fl_model *m,
@@ -54,6 +60,13 @@ static int check_config(const fl_train_config *c, const fl_dataset *train, const
         return fl_seterr(err, FL_EINVAL, "train: dp_clip and dp_noise must be >= 0");
     if (c->dp_clip > 0.0 && (!c->noise || !c->noise->gaussian || !c->noise->uniform32))
         return fl_seterr(err, FL_EINVAL, "train: DP-SGD needs a noise source");
+    if (c->dp_clip > 0.0 && c->noise->add_gaussian &&
+        (c->noise->grid_bits < 1 || c->noise->grid_bits > 60 ||
+         !(c->dp_noise * sqrt((double)m->n_params) < ldexp(0.5, c->noise->grid_bits))))
+        return fl_seterr(err, FL_EINVAL,
+                         "train: dp_noise %g is too large for a noise grid of 2^-%d of its "
+                         "standard deviation with %lld parameters",
+                         c->dp_noise, c->noise->grid_bits, (long long)m->n_params);
     if (c->prox_mu > 0.0 && !c->prox_ref)
         return fl_seterr(err, FL_EINVAL, "train: prox_mu needs reference parameters");
     if (train->n < 1) return fl_seterr(err, FL_EINVAL, "train: the training set is empty");
@@ -91,7 +104,8 @@ static int trainer_init(trainer *T, fl_model *m, const fl_train_config *cfg) {
         rc = be->ops->alloc(be, (void **)&T->d_m1, pb);
     if (!rc && cfg->optimizer == FL_OPT_ADAM) rc = be->ops->alloc(be, (void **)&T->d_m2, pb);
     if (!rc) rc = be->ops->alloc(be, (void **)&T->d_best, pb);
-    if (!rc && cfg->dp_clip > 0.0) rc = be->ops->alloc(be, (void **)&T->d_noise, pb);
+    if (!rc && cfg->dp_clip > 0.0 && !cfg->noise->add_gaussian)
+        rc = be->ops->alloc(be, (void **)&T->d_noise, pb);
     if (!rc && cfg->prox_mu > 0.0) {
         rc = be->ops->alloc(be, (void **)&T->d_ref, pb);
         if (!rc) rc = be->ops->upload(be, T->d_ref, cfg->prox_ref, pb);
@@ -102,6 +116,11 @@ static int trainer_init(trainer *T, fl_model *m, const fl_train_config *cfg) {
     T->h_loss = malloc(B * sizeof(float));
     if (cfg->dp_clip > 0.0) T->h_noise = malloc(pb);
     if (!T->h_x || !T->h_y || !T->h_loss || (cfg->dp_clip > 0.0 && !T->h_noise)) return FL_ENOMEM;
+    T->host_params = !strcmp(be->ops->name, "cpu");
+    T->dp_clip_eff = (float)cfg->dp_clip;
+    if (cfg->dp_clip > 0.0 && cfg->noise->add_gaussian)
+        T->dp_clip_eff = (float)(cfg->dp_clip * (1.0 - cfg->dp_noise * sqrt((double)m->n_params) *
+                                                           ldexp(1.0, -cfg->noise->grid_bits)));
     return FL_OK;
 }
 
@@ -167,6 +186,31 @@ static int epoch_plain(trainer *T, const fl_dataset *ds, int32_t *perm, fl_rng *
     return FL_OK;
 }
 
+/* grads <- (grads + noise) * inv_b. A float-safe source noises and snaps
+ * in place: on the CPU backend d_grads is host memory (backend.h), on
+ * others it goes through the host staging buffer. */
+static int dp_noise_step(trainer *T, float inv_b) {
+    fl_model *m = T->m;
+    const fl_train_config *c = T->cfg;
+    const fl_backend_ops *o = m->be->ops;
+    const fl_noise_source *src = c->noise;
+    size_t n = (size_t)m->n_params, bytes = n * sizeof(float);
+    double stddev = c->dp_noise * c->dp_clip;
+    int rc;
+    if (!(stddev > 0.0)) return o->scal(m->be, m->d_grads, inv_b, m->n_params);
+    if (src->add_gaussian) {
+        float *h = T->host_params ? m->d_grads : T->h_noise;
+        if (!T->host_params && (rc = o->download(m->be, h, m->d_grads, bytes))) return rc;
+        if ((rc = src->add_gaussian(src->ctx, h, n, stddev, inv_b))) return rc;
+        return T->host_params ? 0 : o->upload(m->be, m->d_grads, h, bytes);
+    }
+    rc = src->gaussian(src->ctx, T->h_noise, n, stddev);
+    if (!rc) rc = o->upload(m->be, T->d_noise, T->h_noise, bytes);
+    if (!rc) rc = o->axpy(m->be, m->d_grads, 1.0f, T->d_noise, m->n_params);
+    if (!rc) rc = o->scal(m->be, m->d_grads, inv_b, m->n_params);
+    return rc;
+}
+
 /* One DP-SGD epoch: n / batch_size steps, each on a Poisson sample. */
 static int epoch_private(trainer *T, const fl_dataset *ds, int32_t *sample, uint32_t *coins,
                          double *loss_sum, int64_t *seen) {
@@ -185,24 +229,21 @@ static int epoch_private(trainer *T, const fl_dataset *ds, int32_t *sample, uint
         int64_t k = 0;
         for (int64_t i = 0; i < ds->n; i++)
             if ((uint64_t)coins[i] < thresh) sample[k++] = (int32_t)i;
-        if ((rc = o->zero(m->be, m->d_grads, (size_t)m->n_params * sizeof(float)))) return rc;
-        /* A Poisson batch can exceed the workspace: accumulate in chunks. */
+        /* The first chunk overwrites the gradient; an empty sample zeroes it.
+         * A Poisson batch can exceed the workspace: accumulate in chunks. */
+        if (k == 0 && (rc = o->zero(m->be, m->d_grads, (size_t)m->n_params * sizeof(float))))
+            return rc;
         for (int64_t i = 0; i < k; i += m->max_batch) {
             int rows = (int)(k - i < m->max_batch ? k - i : m->max_batch);
             rc = stage_batch(T, ds, sample + i, rows);
             if (!rc) rc = fl_model_forward(m, rows);
-            if (!rc) rc = fl_model_backward(m, rows, 1.0f, (float)c->dp_clip, 1);
+            if (!rc) rc = fl_model_backward(m, rows, 1.0f, T->dp_clip_eff, i > 0);
             if (!rc) rc = batch_loss(T, rows, loss_sum);
             if (rc) return rc;
         }
         *seen += k;
-        rc = c->noise->gaussian(c->noise->ctx, T->h_noise, (size_t)m->n_params,
-                                c->dp_noise * c->dp_clip);
-        if (!rc) rc = o->upload(m->be, T->d_noise, T->h_noise, (size_t)m->n_params * sizeof(float));
-        if (!rc) rc = o->axpy(m->be, m->d_grads, 1.0f, T->d_noise, m->n_params);
-        if (!rc) rc = o->scal(m->be, m->d_grads, inv_b, m->n_params);
-        if (!rc) rc = optimizer_step(T);
-        if (rc) return rc;
+        if ((rc = dp_noise_step(T, inv_b))) return rc;
+        if ((rc = optimizer_step(T))) return rc;
     }
     return FL_OK;
 }

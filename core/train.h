@@ -24,6 +24,14 @@ typedef struct fl_noise_source {
     int (*gaussian)(void *ctx, float *out, size_t n, double stddev);
     /* out[0..n) = independent uniform 32-bit words (Poisson sampling) */
     int (*uniform32)(void *ctx, uint32_t *out, size_t n);
+    /* Optional, the float-safe way (crypto/dpnoise.h, docs/privacy.md):
+     * x[0..n) <- scale * g * (round(x / g) + Z) on host memory, Z integer
+     * noise of standard deviation stddev / g, on a grid g <= stddev *
+     * 2^-grid_bits. When set, fl_train uses it instead of gaussian() and
+     * clips each example to dp_clip * (1 - dp_noise sqrt(n_params)
+     * 2^-grid_bits), so that the snapped sum's L2 sensitivity stays dp_clip. */
+    int (*add_gaussian)(void *ctx, float *x, size_t n, double stddev, float scale);
+    int grid_bits;
 } fl_noise_source;
 
 typedef struct fl_epoch_report {
