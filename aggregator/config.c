@@ -51,6 +51,39 @@ static int path_key(char out[FL_PATH_LEN], const fl_ini *ini, const char *key, i
     return FL_OK;
 }
 
+/* [privacy] mode = none | record, noise_multiplier, clip, delta, max_epsilon. */
+static int privacy_section(fl_fed_config *f, const fl_ini *ini, char *err) {
+    static const char *const keys[] = {"mode",  "noise_multiplier", "clip",
+                                       "delta", "max_epsilon",      NULL};
+    int rc = fl_ini_check_keys(ini, "privacy", keys, err);
+    if (rc) return rc;
+    const fl_ini_entry *m = fl_ini_find(ini, "privacy", "mode");
+    if (!m || !strcmp(m->value, "none")) {
+        f->dp_record = 0;
+    } else if (!strcmp(m->value, "record")) {
+        f->dp_record = 1;
+    } else if (!strcmp(m->value, "site")) {
+        /* A configuration error (exit 2): the federation must not start
+         * with less privacy than it asked for. */
+        return fl_seterr(err, FL_EINVAL,
+                         "%s:%d: key 'mode' in [privacy]: site-level DP is not implemented yet "
+                         "(use none or record)",
+                         ini->path, m->line);
+    } else {
+        return fl_seterr(err, FL_EINVAL,
+                         "%s:%d: key 'mode' in [privacy]: expected none, record or site, got '%s'",
+                         ini->path, m->line, m->value);
+    }
+    if ((rc = fl_ini_get_double(&f->dp_noise, ini, "privacy", "noise_multiplier", 1.0, 0.01, 1e4,
+                                err)) ||
+        (rc = fl_ini_get_double(&f->dp_clip, ini, "privacy", "clip", 1.0, 1e-6, 1e6, err)) ||
+        (rc = fl_ini_get_double(&f->dp_delta, ini, "privacy", "delta", 1e-5, 1e-300, 0.5, err)) ||
+        (rc = fl_ini_get_double(&f->dp_max_epsilon, ini, "privacy", "max_epsilon", 0.0, 0.0, 1e6,
+                                err)))
+        return rc;
+    return FL_OK;
+}
+
 int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN]) {
     memset(cfg, 0, sizeof *cfg);
     fl_fed_config *f = &cfg->fed;
@@ -158,6 +191,7 @@ int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN
     if ((rc = fl_ini_get_int(&v, &ini, "evaluate", "hist_bins", 1000, 2, FL_HIST_BINS_MAX, err)))
         goto cleanup;
     f->hist_bins = (int)v;
+    if ((rc = privacy_section(f, &ini, err))) goto cleanup;
     if (f->min_sites > f->n_allowed) {
         rc = fl_seterr(err, FL_EINVAL, "%s: min_sites %d is more than the %d allowed sites", path,
                        f->min_sites, f->n_allowed);

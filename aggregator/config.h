@@ -16,7 +16,10 @@
  *   [federation]  rounds, min_sites, fraction, seed, strategy, server_lr, trim, prox_mu
  *   [model]       type = logreg | mlp:64,32
  *   [train]       local_epochs, batch_size, optimizer = sgd|adam, lr, momentum, weight_decay
- *   [evaluate]    hist_bins */
+ *   [evaluate]    hist_bins
+ *   [privacy]     mode = none | record, noise_multiplier, clip, delta, max_epsilon
+ *                 (record: DP-SGD at every site, each enforcing its own budget;
+ *                 site: not implemented yet, refused) */
 #ifndef FL_AGG_CONFIG_H
 #define FL_AGG_CONFIG_H
 

@@ -15,6 +15,7 @@
  *   cohort-aggregator --config aggregator.ini */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -174,7 +175,13 @@ static int build_task(service *S, uint8_t **out, size_t *len, const fl_task *t, 
         w.train.weight_decay = fc->weight_decay;
         w.train.prox_mu = t->prox_mu;
         w.train.seed = t->seed;
-        w.train.dp.mode = FL_WIRE_PRIVACY_NONE;
+        w.train.dp.mode = fc->dp_record ? FL_WIRE_PRIVACY_RECORD : FL_WIRE_PRIVACY_NONE;
+        if (fc->dp_record) {
+            w.train.dp.noise_multiplier = fc->dp_noise;
+            w.train.dp.clip = fc->dp_clip;
+            w.train.dp.delta = fc->dp_delta;
+            w.train.dp.max_epsilon = fc->dp_max_epsilon;
+        }
     }
     if (t->kind == FL_TASK_EVALUATE) {
         w.has_eval = true;
@@ -398,6 +405,8 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         }
         r.refused = m.train.refused;
         r.reason = m.train.refusal_reason;
+        /* A site that reports no accountant spent no privacy it accounts for. */
+        r.epsilon = m.train.accountant[0] ? m.train.epsilon_spent : NAN;
         r.n_examples = (int64_t)m.train.n_examples;
         r.train_loss = m.train.train_loss;
         if (!r.refused && (m.n_chunks > 1)) {
@@ -646,6 +655,8 @@ int main(int argc, char **argv) {
         fl_info("stopped by a signal in round %d; the next start resumes after the last committed "
                 "round",
                 fl_fed_round(S->fed));
+    } else if (fl_fed_end_reason(S->fed)) {
+        fl_warn("federation ended early: %s", fl_fed_end_reason(S->fed));
     } else {
         fl_info("federation finished after %d rounds", fl_fed_round(S->fed));
     }

@@ -19,9 +19,12 @@ typedef struct site_state {
     int64_t n_examples;
     int selected;  /* in this round's training cohort */
     int submitted; /* result received for the current stage */
+    /* This round's TRAIN outcome, kept until the round commits (EVALUATE
+     * clears only the per-stage fields). */
     int refused;
-    char reason[128];
-    float *delta; /* (n_params) TRAIN result */
+    char reason[256];
+    double epsilon; /* privacy spent as the site reports it; NAN if none */
+    float *delta;   /* (n_params) TRAIN result */
     double train_loss;
     double loss_sum; /* EVALUATE result */
     int64_t correct, count;
@@ -51,6 +54,7 @@ struct fl_federation {
     int64_t t_train_start, t_eval_start;
     double t_train_ms, t_aggregate_ms, bytes_in, bytes_out;
     char error[FL_ERR_LEN];
+    char end_reason[256]; /* ended before the last round: why */
 };
 
 const char *fl_stage_name(int stage) {
@@ -100,8 +104,6 @@ static void clear_stage(fl_federation *f) {
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
         site_state *ss = &f->site[s];
         ss->submitted = 0;
-        ss->refused = 0;
-        ss->reason[0] = 0;
     }
 }
 
@@ -358,6 +360,10 @@ void fl_fed_count_bytes(fl_federation *f, double in, double out) {
     f->bytes_out += out;
 }
 
+const char *fl_fed_end_reason(const fl_federation *f) {
+    return f->end_reason[0] ? f->end_reason : NULL;
+}
+
 void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail) {
     char err[FL_ERR_LEN];
     if (fl_store_event(f->store, kind, site, f->round, detail, err))
@@ -384,8 +390,12 @@ static void begin_train(fl_federation *f, int64_t now_ms) {
      * round and join set, so a restarted round trains the same cohort. */
     int ids[FL_MAX_SITES], n = 0;
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
-        f->site[s].selected = 0;
-        if (f->site[s].joined) ids[n++] = s;
+        site_state *ss = &f->site[s];
+        ss->selected = 0;
+        ss->refused = 0;
+        ss->reason[0] = 0;
+        ss->epsilon = NAN;
+        if (ss->joined) ids[n++] = s;
     }
     int k = (int)ceil(f->cfg.fraction * n);
     if (k < f->cfg.min_sites) k = f->cfg.min_sites;
@@ -500,7 +510,7 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
         if (!ss->selected) continue;
         parts[np++] =
             (fl_participation){s, ss->delta ? "completed" : (ss->refused ? "refused" : "dropped"),
-                               ss->reason[0] ? ss->reason : NULL, ss->n_examples, NAN};
+                               ss->reason[0] ? ss->reason : NULL, ss->n_examples, ss->epsilon};
     }
     uint8_t *sb;
     size_t sl;
@@ -546,10 +556,12 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
 /* TRAIN -> EVALUATE: aggregate, or restart the round below min_sites. */
 static void finish_train(fl_federation *f, int64_t now_ms) {
     fl_update ups[FL_MAX_SITES];
-    int n = 0, dropped = 0;
+    int n = 0, dropped = 0, refused = 0, selected = 0;
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
         site_state *ss = &f->site[s];
         if (!ss->selected) continue;
+        selected++;
+        refused += ss->refused;
         if (ss->delta)
             ups[n++] = (fl_update){s, (double)ss->n_examples, ss->delta};
         else {
@@ -559,6 +571,22 @@ static void finish_train(fl_federation *f, int64_t now_ms) {
                 event(f, "dropout", s, "no update before the TRAIN deadline");
             }
         }
+    }
+    if (n < f->cfg.min_sites && selected - refused < f->cfg.min_sites) {
+        /* A refusal is final: a site's budget only shrinks, and a restarted
+         * round selects the same sites, so restarting would loop forever.
+         * End here; the committed rounds stand. */
+        snprintf(f->end_reason, sizeof f->end_reason,
+                 "round %d: %d of %d selected sites refused to train (privacy budget spent?), "
+                 "fewer than min_sites %d can: the federation ends early",
+                 f->round, refused, selected, f->cfg.min_sites);
+        for (int s = 1; s <= f->cfg.n_allowed; s++) {
+            free(f->site[s].delta);
+            f->site[s].delta = NULL;
+        }
+        f->stage = FL_STAGE_DONE;
+        event(f, "done", 0, "%s", f->end_reason);
+        return;
     }
     if (n < f->cfg.min_sites) {
         event(f, "restart", 0, "%d updates, %d needed: the round starts again with the same seed",
@@ -777,10 +805,13 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
         break;
     }
     case FL_TASK_TRAIN: {
+        double eps = isfinite(r->epsilon) && r->epsilon > 0 ? r->epsilon : NAN;
         if (r->refused) {
             ss->refused = 1;
+            ss->epsilon = eps;
             snprintf(ss->reason, sizeof ss->reason, "%s", r->reason ? r->reason : "refused");
             event(f, "refusal", site, "the site declined the round: %s", ss->reason);
+            if (isfinite(eps)) event(f, "privacy", site, "epsilon %.6g spent, refused", eps);
             break;
         }
         if (r->n_params != f->n_params)
@@ -800,6 +831,8 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
         ss->delta = copy;
         ss->n_examples = r->n_examples;
         ss->train_loss = r->train_loss;
+        ss->epsilon = eps;
+        if (isfinite(eps)) event(f, "privacy", site, "epsilon %.6g spent after this round", eps);
         break;
     }
     case FL_TASK_EVALUATE: {

@@ -13,7 +13,10 @@
  * strategy in site order, sends EVALUATE with the new model to every joined
  * site, and commits model, metrics and participation to the store in one
  * transaction. A round with fewer than min_sites updates is restarted with
- * the same seed.
+ * the same seed, unless sites refused it (privacy budget): a refusal is final
+ * (a site's budget only shrinks), so when the selected sites that did not
+ * refuse are fewer than min_sites the federation ends early, recorded as a
+ * "done" event with the reason (fl_fed_end_reason), rather than restart forever.
  *
  * Restart: fl_fed_open resumes after the last committed round in the store;
  * a round that was in flight is run again from its start with the same seed.
@@ -62,6 +65,10 @@ typedef struct fl_fed_config {
     double lr, momentum, weight_decay;
     fl_strategy_config strategy;
     int hist_bins; /* score histogram bins for federated AUC */
+    /* [privacy]: record-level DP-SGD asked of every site in each TRAIN task
+     * (docs/privacy.md); each site enforces its own budget and may refuse. */
+    int dp_record;                                      /* 0 = no DP */
+    double dp_noise, dp_clip, dp_delta, dp_max_epsilon; /* max_epsilon 0 = sites' own caps */
 } fl_fed_config;
 
 void fl_fed_config_default(fl_fed_config *cfg);
@@ -96,6 +103,9 @@ typedef struct fl_result {
     double train_loss;
     int refused; /* the site declined (e.g. privacy budget) */
     const char *reason;
+    /* TRAIN, completed or refused: the site's privacy spent so far as its
+     * accountant reports it; NAN or <= 0 when it reports none. */
+    double epsilon;
     /* EVALUATE */
     double loss_sum;
     int64_t correct, count;
@@ -155,6 +165,10 @@ const fl_fed_config *fl_fed_get_config(const fl_federation *f);
 void fl_fed_count_bytes(fl_federation *f, double in, double out);
 /* Records a refused or rejected call in the audit log. */
 void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail);
+
+/* Why the federation ended before its last round (every site's privacy
+ * budget spent), or NULL. */
+const char *fl_fed_end_reason(const fl_federation *f);
 
 /* The last error that stopped the federation (store failure), or NULL. */
 const char *fl_fed_error(const fl_federation *f);

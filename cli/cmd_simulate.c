@@ -523,7 +523,15 @@ typedef struct sim_round {
     char dropped_sites[256]; /* "site-2,site-4" */
 } sim_round;
 
+/* A site's privacy ledger, read from its own state file (client/agent.c). */
+typedef struct sim_site_privacy {
+    double epsilon;       /* the last run's epsilon_after; NAN if it never trained with DP */
+    int trained, refused; /* DP training runs; TRAIN tasks it refused */
+} sim_site_privacy;
+
 typedef struct sim_result {
+    sim_site_privacy priv[FL_SIM_MAX_SITES + 1]; /* 1-based */
+    char end_reason[256]; /* the federation ended before its last round: why */
     sim_round *rounds;
     int n_rounds;
     uint8_t sha256[32];
@@ -613,6 +621,46 @@ static int parse_stats(sim_result *res, const char *text, char *err) {
     return FL_OK;
 }
 
+/* Each site's ledger and refusals, from sites/site-K.db. A site whose file
+ * cannot be read keeps NAN / 0: the summary says what is known. */
+static void read_privacy(sim_result *res, const char *dir, int sites) {
+    for (int k = 1; k <= sites && k <= FL_SIM_MAX_SITES; k++) {
+        sim_site_privacy *p = &res->priv[k];
+        p->epsilon = NAN;
+        char path[FL_PATH_LEN];
+        wpath(path, dir, "sites/site-%d.db", k);
+        sqlite3 *db = NULL;
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+            sqlite3_prepare_v2(db,
+                               "SELECT (SELECT epsilon_after FROM ledger ORDER BY id DESC LIMIT 1),"
+                               " (SELECT COUNT(*) FROM ledger),"
+                               " (SELECT COUNT(*) FROM tasks WHERE kind = 'TRAIN' AND"
+                               "  outcome = 'refused')",
+                               -1, &q, NULL) == SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW) {
+            p->epsilon = col_or_nan(q, 0);
+            p->trained = sqlite3_column_int(q, 1);
+            p->refused = sqlite3_column_int(q, 2);
+        }
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+    }
+}
+
+/* The aggregator's reason for ending early (aggregator/round.c), if any. */
+static void read_end_reason(sim_result *res, fl_store *st) {
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(fl_store_db(st),
+                           "SELECT detail FROM events WHERE kind = 'done' AND detail LIKE "
+                           "'%ends early%' ORDER BY id DESC LIMIT 1",
+                           -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+        snprintf(res->end_reason, sizeof res->end_reason, "%s",
+                 (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+}
+
 static int read_store(sim_result *res, const char *dir, char *err) {
     char path[FL_PATH_LEN];
     wpath(path, dir, "aggregator.db");
@@ -628,6 +676,7 @@ static int read_store(sim_result *res, const char *dir, char *err) {
     if (!rc) rc = fl_store_meta_get(st, "stats", &stats, err);
     if (!rc && !stats) rc = fl_seterr(err, FL_ESTATE, "%s: no federation statistics", path);
     if (!rc) rc = parse_stats(res, stats, err);
+    if (!rc) read_end_reason(res, st);
     free(stats);
     fl_store_close(st);
     return rc;
@@ -697,6 +746,33 @@ static int dropout_round(const sim_result *res, const fl_sim_fault *f) {
     return 0;
 }
 
+/* The record-level DP summary: the federation's settings and each site's
+ * ledger (its cap is federation.ini's max_epsilon, copied into client.ini). */
+static void privacy_json(cJSON *pv, const sim_result *res, const fl_sim_config *c) {
+    double noise = 1.0, clip = 1.0, delta = 1e-5, cap = NAN;
+    fl_ini_get_double(&noise, &c->ini, "privacy", "noise_multiplier", 1.0, 0.0, 1e6, NULL);
+    fl_ini_get_double(&clip, &c->ini, "privacy", "clip", 1.0, 0.0, 1e6, NULL);
+    fl_ini_get_double(&delta, &c->ini, "privacy", "delta", 1e-5, 1e-300, 0.5, NULL);
+    if (fl_ini_find(&c->ini, "privacy", "max_epsilon"))
+        fl_ini_get_double(&cap, &c->ini, "privacy", "max_epsilon", NAN, 0.0, 1e6, NULL);
+    cJSON_AddStringToObject(pv, "mode", "record");
+    cJSON_AddStringToObject(pv, "accountant", "rdp");
+    cJSON_AddNumberToObject(pv, "delta", delta);
+    cJSON_AddNumberToObject(pv, "noise_multiplier", noise);
+    cJSON_AddNumberToObject(pv, "clip", clip);
+    cJSON *sites = cJSON_AddArrayToObject(pv, "sites");
+    for (int k = 1; k <= c->sites && k <= FL_SIM_MAX_SITES; k++) {
+        const sim_site_privacy *p = &res->priv[k];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "site", k);
+        add_num(o, "epsilon", p->epsilon);
+        add_num(o, "cap", cap);
+        cJSON_AddNumberToObject(o, "rounds_trained", p->trained);
+        cJSON_AddNumberToObject(o, "rounds_refused", p->refused);
+        cJSON_AddItemToArray(sites, o);
+    }
+}
+
 static cJSON *result_json(const sim_run *r, const sim_result *res, const sim_data *d,
                           const fl_sim_config *c) {
     cJSON *j = cJSON_CreateObject();
@@ -742,12 +818,17 @@ static cJSON *result_json(const sim_run *r, const sim_result *res, const sim_dat
     cJSON *sr = cJSON_AddArrayToObject(data, "site_rows");
     for (int s = 0; s < c->sites; s++)
         cJSON_AddItemToArray(sr, cJSON_CreateNumber((double)d->site_rows[s]));
-    /* Not run yet: say so rather than let a reader assume it was. */
+    if (res->end_reason[0]) cJSON_AddStringToObject(j, "ended_early", res->end_reason);
     cJSON *pv = cJSON_AddObjectToObject(j, "privacy");
-    cJSON_AddStringToObject(pv, "mode", "none");
-    if (strcmp(c->privacy_mode, "none")) {
+    if (!strcmp(c->privacy_mode, "record")) {
+        privacy_json(pv, res, c);
+    } else if (strcmp(c->privacy_mode, "none")) {
+        /* Not run yet: say so rather than let a reader assume it was. */
+        cJSON_AddStringToObject(pv, "mode", "none");
         cJSON_AddStringToObject(pv, "requested", c->privacy_mode);
         cJSON_AddBoolToObject(pv, "implemented", 0);
+    } else {
+        cJSON_AddStringToObject(pv, "mode", "none");
     }
     cJSON *sa = cJSON_AddObjectToObject(j, "secagg");
     cJSON_AddBoolToObject(sa, "enabled", 0);
@@ -818,6 +899,14 @@ static void result_print(FILE *out, const sim_run *r, const sim_result *res, con
             "final model on the central test split (%lld rows): accuracy %.4f  auc %.4f  "
             "loss %.4f\n",
             (long long)d->n_test, res->final.accuracy, res->final.auc, res->final.loss);
+    if (res->end_reason[0]) fprintf(out, "ended early: %s\n", res->end_reason);
+    if (!strcmp(c->privacy_mode, "record"))
+        for (int k = 1; k <= c->sites && k <= FL_SIM_MAX_SITES; k++) {
+            const sim_site_privacy *p = &res->priv[k];
+            fprintf(out, "site-%d privacy: epsilon", k);
+            print_num(out, 0, 4, p->epsilon);
+            fprintf(out, " (RDP) after %d DP rounds, %d refused\n", p->trained, p->refused);
+        }
     fprintf(out, "model sha256 ");
     for (int i = 0; i < 32; i++)
         fprintf(out, "%02x", res->sha256[i]);
@@ -828,7 +917,7 @@ static void result_print(FILE *out, const sim_run *r, const sim_result *res, con
 /* ============================ the command ================================ */
 
 static void warn_unimplemented(const fl_sim_config *c) {
-    if (strcmp(c->privacy_mode, "none"))
+    if (!strcmp(c->privacy_mode, "site"))
         fl_warn("[privacy] mode = %s is not implemented in the federation yet: this run trains "
                 "without differential privacy",
                 c->privacy_mode);
@@ -908,6 +997,7 @@ int cmd_simulate(int argc, char **argv) {
         }
     }
     if ((rc = read_store(&res, r->dir, err))) goto cleanup;
+    read_privacy(&res, r->dir, cfg.sites);
     if ((rc = evaluate_final(&res, &data, &cfg, r->dir, err))) goto cleanup;
     if (o.json) {
         if (fl_cli_print_json(result_json(r, &res, &data, &cfg))) rc = FL_EIO;

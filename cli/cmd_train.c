@@ -27,8 +27,7 @@
 #include "core/log.h"
 #include "core/model.h"
 #include "core/train.h"
-#include "crypto/csprng.h"
-#include "crypto/dpnoise.h"
+#include "crypto/dpsource.h"
 #include "kernels/backend.h"
 
 static void usage(FILE *f) {
@@ -259,27 +258,12 @@ static int parse_args(train_opts *o, int argc, char **argv) {
 /* The private side of a run: where its randomness comes from, and what the
  * accountant needs. */
 typedef struct dp_run {
-    fl_csprng *coins;  /* Poisson sampling */
-    fl_dpnoise *noise; /* Gaussian noise, drawn ahead on a worker thread */
-    fl_noise_source src;
+    fl_dp_source *source; /* Poisson coins and Gaussian noise (crypto/dpsource.h) */
     double q, sigma, delta;
     int accountant;
     long batch; /* expected batch: q n */
     int64_t steps_per_epoch;
 } dp_run;
-
-static int dp_uniform32(void *ctx, uint32_t *out, size_t n) {
-    fl_csprng_bytes(((dp_run *)ctx)->coins, out, n * sizeof *out);
-    return 0;
-}
-
-static int dp_gaussian(void *ctx, float *out, size_t n, double stddev) {
-    return fl_dpnoise_gaussian(((dp_run *)ctx)->noise, out, n, stddev, NULL);
-}
-
-static int dp_add(void *ctx, float *x, size_t n, double stddev, float scale) {
-    return fl_dpnoise_add(((dp_run *)ctx)->noise, x, n, stddev, scale, NULL);
-}
 
 static int dp_epsilon(double *eps, double *order, const dp_run *d, int64_t steps, char *err) {
     fl_dp_phase ph = {d->q, d->sigma, steps};
@@ -313,20 +297,11 @@ static int dp_setup(dp_run *d, const train_opts *o, int64_t n, char *err) {
                 d->sigma, o->dp_eps, d->delta, (long long)planned, d->q,
                 fl_accountant_name(d->accountant));
     }
-    int rc = fl_csprng_new(&d->coins, err);
-    if (!rc) rc = fl_dpnoise_new(&d->noise, NULL, FL_DPNOISE_BACKGROUND, err);
-    if (rc) return rc;
-    d->src.ctx = d;
-    d->src.gaussian = dp_gaussian;
-    d->src.uniform32 = dp_uniform32;
-    d->src.add_gaussian = dp_add;
-    d->src.grid_bits = FL_DPNOISE_GRID_BITS;
     return 0;
 }
 
 static void dp_free(dp_run *d) {
-    fl_dpnoise_free(d->noise);
-    fl_csprng_free(d->coins);
+    fl_dp_source_free(d->source);
 }
 
 static void on_epoch(void *ctx, const fl_epoch_report *r) {
@@ -438,9 +413,10 @@ int cmd_train(int argc, char **argv) {
         cfg.patience = 0;
         cfg.dp_clip = o.dp_clip;
         cfg.dp_noise = dp.sigma;
-        cfg.noise = &dp.src;
         cfg.ctx = &dp;
-        fl_dpnoise_prefetch(dp.noise, (size_t)model.n_params, dp.sigma * o.dp_clip, NULL);
+        if ((rc = fl_dp_source_new(&dp.source, (size_t)model.n_params, dp.sigma * o.dp_clip, err)))
+            goto cleanup;
+        cfg.noise = fl_dp_source_noise(dp.source);
     }
     fl_train_result res;
     /* DP: no validation set, so no early stopping and no best-epoch pick. */

@@ -428,7 +428,9 @@ int fl_sim_write_aggregator_ini(const fl_sim_config *c, const char *path, char e
     fprintf(f, "lr = %s\n", fmt_double(b, c->lr));
     fprintf(f, "momentum = %s\n", fmt_double(b, c->momentum));
     fprintf(f, "weight_decay = %s\n", fmt_double(b, c->weight_decay));
-    write_through(f, &c->ini, "privacy");
+    /* site-level DP is not implemented: the aggregator would refuse it, so
+     * such a run trains without DP (cmd_simulate.c warns). */
+    if (strcmp(c->privacy_mode, "site")) write_through(f, &c->ini, "privacy");
     write_through(f, &c->ini, "secagg");
     return finish_file(f, path, err);
 }

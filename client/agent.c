@@ -15,12 +15,24 @@
  *   seed = 1                      ; local split seed
  *   device = auto                 ; auto | cpu | cuda
  *   [privacy]                     ; the site's own cap (issue 5)
- *   max_epsilon = 3.0
+ *   max_epsilon = 3.0             ; required before this site trains with DP
  *   delta = 1e-5
+ *
+ * Privacy budget (docs/privacy.md "Budgets in the federation"): every DP
+ * training run is a row of the `ledger` table in the state file, written
+ * (durably) BEFORE the run starts, so a crash or a restart can only
+ * over-count. A TRAIN task is refused, with the reason sent to the
+ * aggregator, when composing every ledger row (all federations: it is the
+ * same data) with the task's run under the RDP accountant at this site's
+ * delta would exceed max_epsilon (or the federation's cap, if lower); also
+ * when the site has no cap, or the task asks for no DP while a cap is set.
+ * Every run counts, a round re-sent after an aggregator restart included:
+ * the data was used again.
  *
  * Exit codes: 0 the federation finished (TASK_DONE), 1 runtime failure, 2 bad
  * configuration or data. SIGTERM stops it cleanly between calls. */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <sodium.h>
 #include <sqlite3.h>
@@ -30,7 +42,9 @@
 #include <time.h>
 
 #include "client/site.h"
+#include "core/accountant.h"
 #include "core/ini.h"
+#include "crypto/dpsource.h"
 #include "core/log.h"
 #include "net/rpc.h"
 #include "proto/wire.h"
@@ -170,7 +184,12 @@ static int state_open(agent *A, char *err) {
                      " at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),"
                      " federation TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL,"
                      " model_sha256 TEXT, n_examples INTEGER, outcome TEXT NOT NULL,"
-                     " compute_ms REAL, bytes_up INTEGER, bytes_down INTEGER);",
+                     " compute_ms REAL, bytes_up INTEGER, bytes_down INTEGER);"
+                     "CREATE TABLE IF NOT EXISTS ledger(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),"
+                     " federation TEXT NOT NULL, round INTEGER NOT NULL, q REAL NOT NULL,"
+                     " sigma REAL NOT NULL, steps INTEGER NOT NULL, delta REAL NOT NULL,"
+                     " epsilon_after REAL NOT NULL, accountant TEXT NOT NULL);",
                      NULL, NULL, &msg) != SQLITE_OK) {
         int rc = fl_seterr(err, FL_EIO, "%s: %s", A->cfg.state, msg ? msg : "?");
         sqlite3_free(msg);
@@ -354,6 +373,151 @@ static int send_submit(agent *A, const fl_wire_submit *m, char *err) {
     return rc;
 }
 
+/* ------------------------------------------------------------ privacy budget */
+
+/* The ledger's phases plus `extra` (may be NULL), composed with the RDP
+ * accountant at the site's delta. No rows: 0. */
+static int ledger_epsilon(agent *A, const fl_dp_phase *extra, double *eps, int *n_rows, char *err) {
+    sqlite3_stmt *s = NULL;
+    fl_dp_phase *ph = NULL;
+    int n = 0, cap = 0, rc = FL_OK;
+    if (sqlite3_prepare_v2(A->db, "SELECT q, sigma, steps FROM ledger ORDER BY id", -1, &s, NULL) !=
+        SQLITE_OK) {
+        rc = fl_seterr(err, FL_EIO, "%s: ledger: %s", A->cfg.state, sqlite3_errmsg(A->db));
+        goto cleanup;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW || extra) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            fl_dp_phase *g = realloc(ph, (size_t)cap * sizeof *ph);
+            if (!g) {
+                rc = fl_seterr(err, FL_ENOMEM, "out of memory");
+                goto cleanup;
+            }
+            ph = g;
+        }
+        if (step != SQLITE_ROW) { /* the ledger is read: add this run */
+            ph[n++] = *extra;
+            break;
+        }
+        ph[n++] = (fl_dp_phase){sqlite3_column_double(s, 0), sqlite3_column_double(s, 1),
+                                sqlite3_column_int64(s, 2)};
+    }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        rc = fl_seterr(err, FL_EIO, "%s: ledger: %s", A->cfg.state, sqlite3_errmsg(A->db));
+        goto cleanup;
+    }
+    *n_rows = extra ? n - 1 : n;
+    *eps = 0.0;
+    if (n) rc = fl_accountant_epsilon(eps, NULL, FL_ACCOUNTANT_RDP, ph, n, A->cfg.delta, err);
+cleanup:
+    sqlite3_finalize(s);
+    free(ph);
+    return rc;
+}
+
+/* Records a run before it happens (synchronous=FULL: durable at return). */
+static int ledger_add(agent *A, uint64_t round, const fl_dp_phase *ph, double eps_after,
+                      char *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(A->db,
+                           "INSERT INTO ledger(federation, round, q, sigma, steps, delta,"
+                           " epsilon_after, accountant) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'rdp')",
+                           -1, &s, NULL) != SQLITE_OK)
+        return fl_seterr(err, FL_EIO, "%s: ledger: %s", A->cfg.state, sqlite3_errmsg(A->db));
+    sqlite3_bind_text(s, 1, A->federation_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)round);
+    sqlite3_bind_double(s, 3, ph->q);
+    sqlite3_bind_double(s, 4, ph->sigma);
+    sqlite3_bind_int64(s, 5, ph->steps);
+    sqlite3_bind_double(s, 6, A->cfg.delta);
+    sqlite3_bind_double(s, 7, eps_after);
+    int rc = sqlite3_step(s) == SQLITE_DONE
+                 ? FL_OK
+                 : fl_seterr(err, FL_EIO, "%s: ledger: %s", A->cfg.state, sqlite3_errmsg(A->db));
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Decides whether this site trains on task t. Returns 0 with *refuse = 0
+ * (train: *ph and *eps_after set, the ledger row written when DP is on),
+ * 0 with *refuse = 1 (reason[] and *eps_now set), or an error. */
+static int privacy_gate(agent *A, const fl_wire_task *t, int *refuse, char *reason,
+                        size_t reason_len, fl_dp_phase *ph, double *eps_now, double *eps_after,
+                        char *err) {
+    const fl_wire_privacy *dp = &t->train.dp;
+    double cap = A->cfg.max_epsilon;
+    int rows = 0;
+    *refuse = 0;
+    *eps_now = *eps_after = NAN;
+    int rc = ledger_epsilon(A, NULL, eps_now, &rows, err);
+    if (rc) return rc;
+    if (dp->mode == FL_WIRE_PRIVACY_NONE) {
+        /* Training without noise has no finite epsilon: a capped site says no. */
+        if (cap > 0.0) {
+            *refuse = 1;
+            snprintf(reason, reason_len,
+                     "privacy budget: round %llu asks for no differential privacy, this site caps "
+                     "epsilon at %g",
+                     (unsigned long long)t->round, cap);
+        }
+        return FL_OK;
+    }
+    if (dp->mode != FL_WIRE_PRIVACY_RECORD) {
+        *refuse = 1;
+        snprintf(reason, reason_len, "privacy: mode %s is not supported by this site",
+                 fl_wire_privacy_mode_name((int)dp->mode));
+        return FL_OK;
+    }
+    if (!(cap > 0.0)) {
+        *refuse = 1;
+        snprintf(reason, reason_len,
+                 "privacy budget: this site has no [privacy] max_epsilon and trains with DP only "
+                 "under a cap");
+        return FL_OK;
+    }
+    if (dp->max_epsilon > 0.0 && dp->max_epsilon < cap) cap = dp->max_epsilon;
+    /* What fl_train's Poisson epochs do (core/train.c epoch_private): q =
+     * batch / n capped at 1, ceil(n / batch) steps an epoch. */
+    int64_t n = A->site.n_train, B = t->train.batch_size;
+    ph->q = fmin(1.0, (double)B / (double)n);
+    ph->sigma = dp->noise_multiplier;
+    ph->steps = (int64_t)t->train.local_epochs * ((n + B - 1) / B);
+    if ((rc = ledger_epsilon(A, ph, eps_after, &rows, err))) return rc;
+    if (!(*eps_after <= cap)) {
+        *refuse = 1;
+        snprintf(reason, reason_len,
+                 "privacy budget: round %llu would bring epsilon to %.4f > cap %g (RDP, delta %g)",
+                 (unsigned long long)t->round, *eps_after, cap, A->cfg.delta);
+        return FL_OK;
+    }
+    /* Written before training: a crash after this line over-counts, never under. */
+    if ((rc = ledger_add(A, t->round, ph, *eps_after, err))) return rc;
+    fl_info("privacy: round %llu trains with DP (q %.4g, sigma %g, clip %g, %lld steps): epsilon "
+            "%.4f -> %.4f of cap %g (RDP, delta %g, %d earlier runs)",
+            (unsigned long long)t->round, ph->q, ph->sigma, dp->clip, (long long)ph->steps,
+            *eps_now, *eps_after, cap, A->cfg.delta, rows);
+    return FL_OK;
+}
+
+static int send_refusal(agent *A, const fl_wire_task *t, const char *reason, double eps_now,
+                        char *err) {
+    fl_wire_submit m;
+    submit_base(&m, A, t);
+    m.result = FL_WIRE_RESULT_TRAIN;
+    m.train.refused = true;
+    snprintf(m.train.refusal_reason, sizeof m.train.refusal_reason, "%s", reason);
+    if (isfinite(eps_now)) {
+        m.train.epsilon_spent = eps_now;
+        snprintf(m.train.accountant, sizeof m.train.accountant, "rdp");
+    }
+    fl_warn("refusing round %llu: %s", (unsigned long long)t->round, reason);
+    int rc = send_submit(A, &m, err);
+    state_record(A, t->round, "TRAIN", 0, rc ? "failed" : "refused");
+    return rc;
+}
+
 static int do_stats(agent *A, const fl_wire_task *t, char *err) {
     double *v;
     int64_t n;
@@ -381,6 +545,14 @@ static int do_train(agent *A, const fl_wire_task *t, char *err) {
     int rc = apply_totals(A, t, err);
     if (!rc) rc = fetch_model(A, t, err);
     if (rc) return rc;
+    int refuse;
+    char reason[FL_WIRE_REASON_LEN] = "";
+    fl_dp_phase ph = {0};
+    double eps_now, eps_after;
+    if ((rc = privacy_gate(A, t, &refuse, reason, sizeof reason, &ph, &eps_now, &eps_after, err)))
+        return rc;
+    if (refuse) return send_refusal(A, t, reason, eps_now, err);
+    int is_dp = t->train.dp.mode == FL_WIRE_PRIVACY_RECORD;
     fl_train_config c;
     fl_train_config_default(&c);
     c.epochs = (int)t->train.local_epochs;
@@ -391,12 +563,21 @@ static int do_train(agent *A, const fl_wire_task *t, char *err) {
     c.weight_decay = t->train.weight_decay;
     c.prox_mu = t->train.prox_mu;
     c.seed = t->train.seed;
+    fl_dp_source *src = NULL;
+    if (is_dp) {
+        c.dp_clip = t->train.dp.clip;
+        c.dp_noise = t->train.dp.noise_multiplier;
+        if ((rc = fl_dp_source_new(&src, (size_t)A->n_params, c.dp_noise * c.dp_clip, err)))
+            return rc;
+        c.noise = fl_dp_source_noise(src);
+    }
     float *delta;
     int64_t n;
     double loss;
     int64_t t0 = fl_rpc_now_ms();
-    if ((rc = fl_site_train(&delta, &n, &loss, &A->site, A->model, A->model_len, &c, err)))
-        return rc;
+    rc = fl_site_train(&delta, &n, &loss, &A->site, A->model, A->model_len, &c, err);
+    fl_dp_source_free(src);
+    if (rc) return rc;
     A->compute_ms += (double)(fl_rpc_now_ms() - t0);
     /* Updates above one message go in chunks of FL_WIRE_CHUNK_VALUES with the
      * SHA-256 of the whole vector. */
@@ -424,6 +605,13 @@ static int do_train(agent *A, const fl_wire_task *t, char *err) {
         m.train.offset = at;
         m.train.n_examples = (uint64_t)A->site.n_train;
         m.train.train_loss = loss >= 0 ? loss : 0.0;
+        if (is_dp) {
+            /* The training loss is an exact statistic of the private rows,
+             * outside the accountant: a DP site does not send it. */
+            m.train.train_loss = 0.0;
+            m.train.epsilon_spent = eps_after;
+            snprintf(m.train.accountant, sizeof m.train.accountant, "rdp");
+        }
         rc = send_submit(A, &m, err);
     }
     free(delta);
