@@ -347,6 +347,47 @@ static int collect_chunk(service *S, int site, const fl_wire_submit *m, int *com
     return FL_OK;
 }
 
+/* The statistics layout (columns and level offsets) is part of the
+ * federation's state: a restarted aggregator needs it to send the summed
+ * statistics with every task, so it lives in the store beside the sums. */
+static int save_layout(service *S, char *err) {
+    size_t cap = ((size_t)S->n_cols + 2) * 12, n = 0;
+    char *txt = malloc(cap);
+    if (!txt) return fl_seterr(err, FL_ENOMEM, "out of memory");
+    n += (size_t)snprintf(txt, cap, "%u", S->n_cols);
+    for (uint32_t c = 0; c <= S->n_cols; c++)
+        n += (size_t)snprintf(txt + n, cap - n, ",%u", S->level_offsets[c]);
+    int rc = fl_store_meta_set(S->store, "stats_layout", txt, err);
+    free(txt);
+    return rc;
+}
+
+static int load_layout(service *S, char *err) {
+    char *txt;
+    int rc = fl_store_meta_get(S->store, "stats_layout", &txt, err);
+    if (rc || !txt) return rc;
+    char *p = txt, *end;
+    unsigned long n = strtoul(p, &end, 10);
+    if (end == p || n > FL_WIRE_MAX_COLUMNS) rc = FL_EIO;
+    uint32_t *off = rc ? NULL : malloc((n + 1) * sizeof *off);
+    if (!rc && !off) rc = FL_ENOMEM;
+    for (unsigned long c = 0; !rc && c <= n; c++) {
+        p = end;
+        if (*p != ',')
+            rc = FL_EIO;
+        else
+            off[c] = (uint32_t)strtoul(p + 1, &end, 10);
+    }
+    free(txt);
+    if (rc) {
+        free(off);
+        return fl_seterr(err, rc, "%s: meta stats_layout is damaged", S->cfg.db);
+    }
+    S->level_offsets = off;
+    S->n_cols = (uint32_t)n;
+    return FL_OK;
+}
+
 static void handle_submit(service *S, fl_rpc_call *call, const char *name, const uint8_t *req,
                           size_t len) {
     char err[FL_ERR_LEN] = "";
@@ -393,6 +434,7 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
                 memcpy(S->level_offsets, m.stats.level_offsets,
                        ((size_t)m.stats.n_cols + 1) * sizeof(uint32_t));
                 S->n_cols = m.stats.n_cols;
+                rc = save_layout(S, err);
             }
         }
         r.stats = vec;
@@ -606,6 +648,7 @@ int main(int argc, char **argv) {
         goto cleanup;
     if ((rc = fl_store_open(&S->store, S->cfg.db, err))) goto cleanup;
     if ((rc = fl_fed_open(&S->fed, &S->cfg.fed, S->store, fl_rpc_now_ms(), err))) goto cleanup;
+    if ((rc = load_layout(S, err))) goto cleanup;
     fl_rpc_server_config sc = {.listen_addr = S->cfg.listen,
                                .ca_pem = ca,
                                .cert_pem = cert,
