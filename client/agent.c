@@ -707,6 +707,13 @@ static int run(agent *A, char *err) {
              * say): log it and poll again rather than giving up. */
             fl_warn("result refused: %s", err);
             rc = FL_OK;
+        } else if (rc == FL_ESTATE && strstr(err, "FAILED_PRECONDITION")) {
+            /* A Submit or FetchChunk answered "join first" (the aggregator
+             * restarted while this site worked on a task) or "not the
+             * current global model" (the stage moved on): join again, which
+             * an aggregator that knows the site treats as a no-op, and poll. */
+            fl_info("%s: joining again", err);
+            rc = join(A, err);
         }
         fl_wire_task_free(&t);
     }
