@@ -228,9 +228,10 @@ static void state_record(agent *A, uint64_t round, const char *kind, int64_t n_e
 
 /* ------------------------------------------------------------ calls */
 
-/* About two minutes of retries (full jitter, 5 s cap): an aggregator restart or
- * a network blip must not end a site's agent. */
-static const fl_rpc_backoff BACKOFF = {.max_attempts = 40, .base_ms = 100, .cap_ms = 5000};
+/* A few minutes of retries (full jitter, 5 s cap; each retried attempt waits
+ * up to 10 s for the connection): an aggregator restart or a network blip
+ * must not end a site's agent. */
+static const fl_rpc_backoff BACKOFF = {.max_attempts = 20, .base_ms = 100, .cap_ms = 5000};
 
 /* One call with retries on UNAVAILABLE; *status receives the gRPC status. */
 static int call(agent *A, const char *method, const uint8_t *req, size_t len, int64_t timeout_ms,

@@ -853,9 +853,11 @@ static void set_details(char *details, size_t details_len, const char *s, size_t
     details[n] = '\0';
 }
 
-int fl_rpc_unary(fl_rpc_channel *ch, const char *method, const uint8_t *req, size_t len,
+/* One call; md_flags go on the initial metadata (wait-for-ready for the
+ * retried attempts of fl_rpc_unary_retry). */
+static int unary(fl_rpc_channel *ch, const char *method, const uint8_t *req, size_t len,
                  int64_t timeout_ms, uint8_t **resp, size_t *resp_len, int *status, char *details,
-                 size_t details_len) {
+                 size_t details_len, uint32_t md_flags) {
     if (resp) *resp = NULL;
     if (resp_len) *resp_len = 0;
     if (status) *status = FL_RPC_INVALID_ARGUMENT;
@@ -892,6 +894,7 @@ int fl_rpc_unary(fl_rpc_channel *ch, const char *method, const uint8_t *req, siz
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].flags = md_flags;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -942,6 +945,12 @@ int fl_rpc_unary(fl_rpc_channel *ch, const char *method, const uint8_t *req, siz
     return rc;
 }
 
+int fl_rpc_unary(fl_rpc_channel *ch, const char *method, const uint8_t *req, size_t len,
+                 int64_t timeout_ms, uint8_t **resp, size_t *resp_len, int *status, char *details,
+                 size_t details_len) {
+    return unary(ch, method, req, len, timeout_ms, resp, resp_len, status, details, details_len, 0);
+}
+
 static void sleep_ms(int64_t ms) {
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -964,8 +973,24 @@ int fl_rpc_unary_retry(fl_rpc_channel *ch, const char *method, const uint8_t *re
     int64_t window = bo->base_ms < cap ? bo->base_ms : cap;
     int st = FL_RPC_UNKNOWN, rc = FL_OK;
     for (int k = 1;; k++) {
-        rc = fl_rpc_unary(ch, method, req, len, timeout_ms, resp, resp_len, &st, details,
-                          details_len);
+        /* After a failure the channel sits in TRANSIENT_FAILURE and a plain
+         * call fails at once with the old error even when the server is back;
+         * a retried attempt therefore waits for the channel to become ready
+         * (within its own timeout), which makes gRPC drive the reconnect. */
+        uint32_t flags = k > 1 ? GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+                                     GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET
+                               : 0;
+        /* ... bounded, so that a server that stays away costs each attempt
+         * at most twice the backoff cap, not the full call timeout. */
+        int64_t t = k > 1 && timeout_ms > 2 * cap ? 2 * cap : timeout_ms;
+        rc = unary(ch, method, req, len, t, resp, resp_len, &st, details, details_len, flags);
+        /* A wait-for-ready attempt that timed out without ever connecting is
+         * still "unavailable", not a slow server. */
+        if (k > 1 && st == FL_RPC_DEADLINE_EXCEEDED &&
+            grpc_channel_check_connectivity_state(ch->ch, 0) != GRPC_CHANNEL_READY) {
+            st = FL_RPC_UNAVAILABLE;
+            rc = fl_rpc_status_to_code(st);
+        }
         if (attempts) *attempts = k;
         if (st != FL_RPC_UNAVAILABLE || k >= bo->max_attempts) break;
         /* Full jitter (a uniform draw over the whole window) spreads out

@@ -212,10 +212,13 @@ typedef struct fl_rpc_backoff {
  * application: connection refused or lost, TLS handshake failed, server
  * stopping), at most bo->max_attempts times in all; any other status,
  * including DEADLINE_EXCEEDED, is returned at once, since the server may have
- * acted on the request. Each attempt gets its own timeout_ms. The channel's
- * own reconnect backoff is reset before each retry so that this schedule is
- * the one that applies. *attempts (may be NULL) receives the number made.
- * Use it only for requests the server treats idempotently (DESIGN.md §5:
+ * acted on the request. The first attempt gets timeout_ms; each retry waits
+ * for the channel to be ready (gRPC's wait-for-ready, which makes it drive
+ * the reconnect instead of failing at once with the old error) for at most
+ * min(timeout_ms, 2 * cap_ms), and a retry that timed out without ever
+ * connecting counts as UNAVAILABLE. The channel's own reconnect backoff is
+ * reset before each retry so that this schedule is the one that applies. *attempts (may be NULL)
+ * receives the number made. Use it only for requests the server treats idempotently (DESIGN.md §5:
  * stale or replayed submissions are refused). */
 int fl_rpc_unary_retry(fl_rpc_channel *ch, const char *method, const uint8_t *req, size_t len,
                        int64_t timeout_ms, const fl_rpc_backoff *bo, uint8_t **resp,
