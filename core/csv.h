@@ -11,13 +11,13 @@
 #include "status.h"
 
 typedef struct fl_csv {
-    char *path;      /* as given, for error messages */
-    int n_cols;      /* number of header fields */
-    char **header;   /* (n_cols) column names, NUL-terminated */
-    int64_t n_rows;  /* data records, header excluded */
-    char **cells;    /* (n_rows, n_cols) NUL-terminated strings, row-major */
-    int32_t *line;   /* (n_rows) physical line on which each record starts, 1-based */
-    char *arena;     /* owns the bytes that header and cells point into */
+    char *path;     /* as given, for error messages */
+    int n_cols;     /* number of header fields */
+    char **header;  /* (n_cols) column names, NUL-terminated */
+    int64_t n_rows; /* data records, header excluded */
+    char **cells;   /* (n_rows, n_cols) NUL-terminated strings, row-major */
+    int32_t *line;  /* (n_rows) physical line on which each record starts, 1-based */
+    char *arena;    /* owns the bytes that header and cells point into */
 } fl_csv;
 
 /* Reads and parses the file at path into *csv (caller-owned; fl_csv_free).
@@ -27,8 +27,7 @@ typedef struct fl_csv {
  * On failure *csv holds nothing to free. */
 int fl_csv_load(fl_csv *csv, const char *path, char err[FL_ERR_LEN]);
 /* The same on a buffer; name stands in for the path in messages. */
-int fl_csv_parse(fl_csv *csv, const char *name, const char *text, size_t len,
-                 char err[FL_ERR_LEN]);
+int fl_csv_parse(fl_csv *csv, const char *name, const char *text, size_t len, char err[FL_ERR_LEN]);
 void fl_csv_free(fl_csv *csv);
 
 /* Index of the header column named name, or -1. */

@@ -39,13 +39,13 @@ typedef struct fl_encoder {
     fl_enc_col *cols;
     int n_features; /* encoded width: numeric columns + sum of n_levels */
     int label_col;
-    int n_classes;   /* 2 for binary (class 1 = positive) */
-    char **classes;  /* (n_classes) label values; binary: {"not <positive>", positive} */
+    int n_classes;        /* 2 for binary (class 1 = positive) */
+    char **classes;       /* (n_classes) label values; binary: {"not <positive>", positive} */
     const char *positive; /* borrowed from the schema; NULL: y is the index into classes */
     int n_sensitive;
-    int *sens_col;             /* (n_sensitive) CSV column of each sensitive attribute */
+    int *sens_col;                 /* (n_sensitive) CSV column of each sensitive attribute */
     const fl_group_def **sens_def; /* (n_sensitive) borrowed from the schema; NULL = none */
-    char **missing; /* borrowed from the schema */
+    char **missing;                /* borrowed from the schema */
     int n_missing;
     int finished; /* fl_encoder_finish was called */
 } fl_encoder;
@@ -53,18 +53,18 @@ typedef struct fl_encoder {
 /* Mergeable sufficient statistics, one slot per encoder column. */
 typedef struct fl_stats {
     int n_cols;
-    int64_t *count; /* (n_cols) non-missing numeric values */
-    double *sum, *sumsq; /* (n_cols) */
-    int *n_levels; /* (n_cols) length of each level_count row, 0 for numeric */
+    int64_t *count;        /* (n_cols) non-missing numeric values */
+    double *sum, *sumsq;   /* (n_cols) */
+    int *n_levels;         /* (n_cols) length of each level_count row, 0 for numeric */
     int64_t **level_count; /* (n_cols) each (n_levels) for categorical, NULL otherwise */
 } fl_stats;
 
 typedef struct fl_dataset {
-    int64_t n;         /* rows */
-    int d;             /* encoded features */
+    int64_t n; /* rows */
+    int d;     /* encoded features */
     int n_classes;
-    float *X;          /* (n, d) row-major */
-    int32_t *y;        /* (n) class index in [0, n_classes) */
+    float *X;   /* (n, d) row-major */
+    int32_t *y; /* (n) class index in [0, n_classes) */
     int n_sensitive;
     int32_t *groups;   /* (n, n_sensitive) group index per attribute, -1 = none */
     int32_t *src_line; /* (n) CSV line of each row, for messages; may be NULL */
@@ -87,16 +87,16 @@ int fl_encoder_labels(int32_t *y, const fl_encoder *enc, const fl_csv *csv, char
  * Outputs are malloc'd arrays of row indices in ascending order (caller
  * frees). Every class with at least 2 rows puts at least 1 in train. */
 int fl_split_stratified(int32_t **train, int64_t *n_train, int32_t **val, int64_t *n_val,
-                        int32_t **test, int64_t *n_test, const int32_t *y, int64_t n,
-                        int n_classes, double val_frac, double test_frac, uint64_t seed);
+                        int32_t **test, int64_t *n_test, const int32_t *y, int64_t n, int n_classes,
+                        double val_frac, double test_frac, uint64_t seed);
 
 int fl_stats_init(fl_stats *st, const fl_encoder *enc);
 void fl_stats_free(fl_stats *st);
 /* Adds the given rows (NULL = all rows) of csv. Text in a numeric column is
  * FL_EINVAL "path:line:col: column 'X': expected a number, got 'abc'". A
  * categorical value outside the encoder's levels is FL_EINVAL (unseen level). */
-int fl_stats_accumulate(fl_stats *st, const fl_encoder *enc, const fl_csv *csv,
-                        const int32_t *rows, int64_t n_rows, char err[FL_ERR_LEN]);
+int fl_stats_accumulate(fl_stats *st, const fl_encoder *enc, const fl_csv *csv, const int32_t *rows,
+                        int64_t n_rows, char err[FL_ERR_LEN]);
 /* dst += src (same encoder). */
 int fl_stats_merge(fl_stats *dst, const fl_stats *src);
 

@@ -40,7 +40,7 @@ typedef struct fl_group_def {
     char *attr;
     int kind; /* enum fl_group_kind */
     int n_groups;
-    char **names; /* (n_groups) the group labels as written */
+    char **names;    /* (n_groups) the group labels as written */
     double *lo, *hi; /* (n_groups) bins only */
     int line;
 } fl_group_def;
@@ -49,7 +49,7 @@ typedef struct fl_schema {
     char *path;
     char *label;
     int label_line;
-    char *positive; /* NULL: classes are the sorted distinct label values */
+    char *positive;   /* NULL: classes are the sorted distinct label values */
     int features_all; /* features = * (or absent) */
     fl_strlist features, categorical, sensitive, drop, missing;
     fl_group_def *groups;
