@@ -2,7 +2,7 @@
 # demo.sh: the main job. Installs what it needs, builds, and runs a federation
 # on this machine: a throwaway PKI, one aggregator and three site agents as
 # real processes talking gRPC over mutual TLS on 127.0.0.1, training a
-# logistic regression on the bundled credit data split by housing
+# logistic regression with DP-SGD at every site on the bundled credit data split by housing
 # (deploy/demo/federation.ini; data licences in deploy/demo/data/NOTICE.md).
 # Then the same model is trained centrally for comparison.
 set -euo pipefail
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 out=demo-out
 run="$out/federation-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-echo "== cohort simulate: 3 sites, 10 rounds of FedAvg over gRPC + mTLS"
+echo "== cohort simulate: 3 sites, 10 rounds of FedAvg with record-level DP, over gRPC + mTLS"
 ./build/bin/cohort simulate --config deploy/demo/federation.ini --workdir "$run" --json \
   | tee "$out/simulate.json"
 echo
