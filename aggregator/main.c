@@ -88,31 +88,16 @@ static int64_t wall_ms(void) {
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* A PEM file named by aggregator.ini: it must exist and hold something. */
 static int read_file(char **out, const char *path, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fl_seterr(err, FL_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0, n;
-    char chunk[4096];
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return FL_ENOMEM;
-            }
-            buf = nb;
-        }
-        memcpy(buf + len, chunk, n);
-        len += n;
+    size_t len;
+    int rc = fl_read_file(out, &len, path, err);
+    if (!rc && len == 0) {
+        free(*out);
+        *out = NULL;
+        rc = fl_seterr(err, FL_EIO, "%s: empty", path);
     }
-    fclose(f);
-    if (!buf) return fl_seterr(err, FL_EIO, "%s: empty", path);
-    buf[len] = 0;
-    *out = buf;
-    return FL_OK;
+    return rc;
 }
 
 /* ------------------------------------------------------------ replies */

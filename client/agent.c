@@ -153,22 +153,12 @@ static int load_config(agent_config *c, const char *path, char *err) {
     return rc;
 }
 
+/* A file named by client.ini: one that cannot be read is a configuration
+ * error (exit 2). */
 static int read_file(char **out, const char *path, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fl_seterr(err, FL_EINVAL, "%s: cannot open: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        fclose(f);
-        return fl_seterr(err, FL_EIO, "%s: read error", path);
-    }
-    fclose(f);
-    b[n] = 0;
-    *out = b;
-    return FL_OK;
+    size_t len;
+    int rc = fl_read_file(out, &len, path, err);
+    return rc == FL_EIO ? FL_EINVAL : rc;
 }
 
 /* ------------------------------------------------------------ state */

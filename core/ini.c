@@ -152,34 +152,48 @@ cleanup:
     return rc;
 }
 
-int fl_ini_load(fl_ini *ini, const char *path, char err[FL_ERR_LEN]) {
-    memset(ini, 0, sizeof *ini);
+int fl_read_file(char **out, size_t *len, const char *path, char err[FL_ERR_LEN]) {
+    *out = NULL;
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return fl_seterr(err, FL_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0, n;
+    char *buf = malloc(1);
+    size_t n_read = 0, cap = 1, n;
     char chunk[8192];
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (len + n > cap) {
-            cap = (len + n) * 2;
+    while (buf && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (n_read + n + 1 > cap) {
+            cap = (n_read + n + 1) * 2;
             char *nb = realloc(buf, cap);
             if (!nb) {
                 free(buf);
-                fclose(f);
-                return FL_ENOMEM;
+                buf = NULL;
+                break;
             }
             buf = nb;
         }
-        memcpy(buf + len, chunk, n);
-        len += n;
+        memcpy(buf + n_read, chunk, n);
+        n_read += n;
     }
     int ioerr = ferror(f);
     fclose(f);
+    if (!buf) return fl_seterr(err, FL_ENOMEM, "%s: out of memory", path);
     if (ioerr) {
         free(buf);
         return fl_seterr(err, FL_EIO, "%s: read error", path);
     }
-    int rc = fl_ini_parse(ini, path, buf ? buf : "", len, err);
+    buf[n_read] = 0;
+    *out = buf;
+    *len = n_read;
+    return FL_OK;
+}
+
+int fl_ini_load(fl_ini *ini, const char *path, char err[FL_ERR_LEN]) {
+    memset(ini, 0, sizeof *ini);
+    char *buf;
+    size_t len;
+    int rc = fl_read_file(&buf, &len, path, err);
+    if (rc) return rc;
+    rc = fl_ini_parse(ini, path, buf, len, err);
     free(buf);
     return rc;
 }

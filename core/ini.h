@@ -56,6 +56,11 @@ int fl_ini_get_bool(int *out, const fl_ini *ini, const char *section, const char
 int fl_ini_check_keys(const fl_ini *ini, const char *section, const char *const *known,
                       char err[FL_ERR_LEN]);
 
+/* Reads the whole file at path into *out (malloc'd, NUL-terminated, caller
+ * frees; *len bytes before the NUL). FL_EIO naming the file when it cannot be
+ * opened or read. Used for config files and the PEM files they name. */
+int fl_read_file(char **out, size_t *len, const char *path, char err[FL_ERR_LEN]);
+
 /* Paths in config files are relative to the file: out = dirname(base)/rel,
  * or rel itself when absolute. Empty rel gives "". */
 #define FL_PATH_LEN 4096
