@@ -14,6 +14,9 @@ static const struct {
     {"privacy", cmd_privacy, "privacy accounting: epsilon for a schedule, or sigma for a target"},
     {"pki", cmd_pki, "the federation CA: init, issue, revoke, crl, list certificates"},
     {"simulate", cmd_simulate, "a whole federation on this machine (aggregator + N clients)"},
+    {"fairness", cmd_fairness, "fairness and bias audit of a predictions file"},
+    {"verify", cmd_verify, "check an aggregator database's audit-log chain and signatures"},
+    {"report", cmd_report, "audit report (HTML + JSON) from an aggregator database"},
 };
 
 static void usage(FILE *f) {

@@ -8,5 +8,8 @@ int cmd_train(int argc, char **argv);
 int cmd_privacy(int argc, char **argv);
 int cmd_pki(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
+int cmd_fairness(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif
