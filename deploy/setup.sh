@@ -16,6 +16,7 @@ PACKAGES=(
   libcmocka-dev          # unit tests
   zlib1g-dev             # gzip-compressed IDX files
   dataset-fashion-mnist  # the image workload (IDX files)
+  chromium               # headless rendering test of the HTML audit report (tests skip it when absent)
 )
 
 missing=()
