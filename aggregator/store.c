@@ -71,24 +71,28 @@ static void now_iso(char buf[96]) {
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 }
 
-/* 1 when the events table has the hash-chain columns. */
-static int events_chained(sqlite3 *db) {
+/* The number of columns of events named col (or of any name when col is
+ * NULL); 0 when the table does not exist yet. */
+static int64_t events_columns(sqlite3 *db, const char *col) {
     sqlite3_stmt *s;
-    int yes = 0;
+    int64_t n = 0;
     if (sqlite3_prepare_v2(db,
-                           "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'hash'",
+                           "SELECT COUNT(*) FROM pragma_table_info('events') WHERE ?1 IS NULL "
+                           "OR name = ?1",
                            -1, &s, NULL) != SQLITE_OK)
         return 0;
-    if (sqlite3_step(s) == SQLITE_ROW) yes = sqlite3_column_int(s, 0) > 0;
+    sqlite3_bind_text(s, 1, col, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW) n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
-    return yes;
+    return n;
 }
 
 /* A database written before the audit log was chained: an empty events table
  * is simply recreated; rows that were never chained cannot be vouched for
- * after the fact, so such a store is refused rather than silently adopted. */
+ * after the fact, so such a store is refused (and left as it was) rather than
+ * silently adopted. Runs before the schema is created. */
 static int migrate_events(fl_store *st, char *err) {
-    if (events_chained(st->db)) return FL_OK;
+    if (events_columns(st->db, NULL) == 0 || events_columns(st->db, "hash") > 0) return FL_OK;
     sqlite3_stmt *s;
     int64_t n = -1;
     if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM events", -1, &s, NULL) == SQLITE_OK) {
@@ -102,8 +106,7 @@ static int migrate_events(fl_store *st, char *err) {
                          "the record and start this federation with a new database",
                          st->path, (long long)n);
     char *msg = NULL;
-    if (sqlite3_exec(st->db, "DROP TABLE events;", NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(st->db, SCHEMA_SQL, NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(st->db, "DROP TABLE events;", NULL, NULL, &msg) != SQLITE_OK) {
         int rc = fl_seterr(err, FL_EIO, "%s: cannot migrate the events table: %s", st->path,
                            msg ? msg : "?");
         sqlite3_free(msg);
@@ -130,6 +133,7 @@ int fl_store_open(fl_store **out, const char *path, char err[FL_ERR_LEN]) {
     }
     sqlite3_busy_timeout(st->db, 5000);
     char *msg = NULL;
+    if ((rc = migrate_events(st, err))) goto fail;
     if (sqlite3_exec(st->db,
                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
                      NULL, NULL, &msg) != SQLITE_OK ||
@@ -138,7 +142,6 @@ int fl_store_open(fl_store **out, const char *path, char err[FL_ERR_LEN]) {
         sqlite3_free(msg);
         goto fail;
     }
-    if ((rc = migrate_events(st, err))) goto fail;
     *out = st;
     return FL_OK;
 fail:
