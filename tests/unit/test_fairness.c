@@ -708,6 +708,49 @@ static void test_observed_layout(void **state) {
     assert_int_equal(fl_fairness_layout_observed(&L, g, names, cells, 3, 2, 0, err), FL_EINVAL);
 }
 
+/* Random but consistent count vectors (as a secure sum would give): compute
+ * always succeeds, and nothing undefined leaks out as NaN or infinity. */
+static void test_random_counts(void **state) {
+    fl_schema s;
+    fl_fairness_layout L;
+    char err[FL_ERR_LEN] = "";
+    load_schema(&s, "gr.ini", SCHEMA_AM);
+    assert_int_equal(fl_fairness_layout_init(&L, &s, "Age*Marital", 3, err), FL_OK);
+    uint64_t *c = calloc((size_t)L.n_counts, sizeof *c);
+    uint64_t x = 99;
+    for (int trial = 0; trial < 300; trial++) {
+        memset(c, 0, (size_t)L.n_counts * sizeof *c);
+        int n = (int)(lcg(&x) * 60);
+        int32_t g[120], y[60];
+        float p[60];
+        for (int i = 0; i < n; i++) {
+            /* sparse groups, missing values, all-one-class batches */
+            g[2 * i] = (int32_t)(lcg(&x) * 4) - 1;
+            g[2 * i + 1] = (int32_t)(lcg(&x) * 3) - 1;
+            y[i] = trial % 7 == 0 ? 1 : lcg(&x) < 0.5;
+            p[i] = trial % 5 == 0 ? 0.0f : (float)lcg(&x);
+        }
+        assert_int_equal(fl_fairness_count(c, &L, g, 2, y, p, n, lcg(&x)), FL_OK);
+        fl_fairness_options o;
+        fl_fairness_options_init(&o);
+        o.min_group_count = trial % 4;
+        o.gei_alpha = trial % 3 == 0 ? 0.0 : trial % 3 == 1 ? -1.0 : 3.0;
+        o.max_theil_index = 0.01;
+        o.max_average_odds_difference = 0.01;
+        cJSON *j = compute(&L, c, &o);
+        char *text = cJSON_PrintUnformatted(j);
+        assert_null(strstr(text, "nan"));
+        assert_null(strstr(text, "inf\""));
+        assert_null(strstr(text, ":inf"));
+        assert_null(strstr(text, ":-inf"));
+        cJSON_free(text);
+        cJSON_Delete(j);
+    }
+    free(c);
+    fl_fairness_layout_free(&L);
+    fl_schema_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fairlearn_example),   cmocka_unit_test(test_fairlearn_three_sites),
@@ -715,7 +758,7 @@ int main(void) {
         cmocka_unit_test(test_auc_and_calibration), cmocka_unit_test(test_intersections),
         cmocka_unit_test(test_layout_errors),       cmocka_unit_test(test_count_errors),
         cmocka_unit_test(test_compute_errors),      cmocka_unit_test(test_undefined_rates),
-        cmocka_unit_test(test_observed_layout),
+        cmocka_unit_test(test_observed_layout),     cmocka_unit_test(test_random_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
