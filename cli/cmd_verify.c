@@ -88,7 +88,7 @@ int cmd_verify(int argc, char **argv) {
                (long long)r.n_signatures, r.head);
     } else {
         printf("FAILED: %s\n", r.reason);
-        printf("checked %lld events and %lld signatures before it; head %s\n",
+        printf("checked %lld events and %lld signatures; stored head %s (unverified)\n",
                (long long)r.n_events, (long long)r.n_signatures, r.head);
     }
     return r.ok ? 0 : 1;
