@@ -41,8 +41,12 @@
  * Secrets (X25519 secret keys, b_u, received shares) live in sodium_malloc
  * memory and are wiped with sodium_memzero on every path, including errors
  * and _free. Every call is checked against the object's stage; a call out of
- * order returns FL_ESTATE and changes nothing. Errors: 0 or a negative FL_E*
- * code (core/status.h) with one line in err naming the peer or field. */
+ * order returns FL_ESTATE and changes nothing. Any other error from a client
+ * call aborts that client (stage ABORTED, secrets wiped): it only fails when
+ * the aggregator or a peer misbehaved or too few peers are left. A server
+ * call that refuses one site's message changes nothing; only the close_*
+ * calls and finish abort the server. Errors: 0 or a negative FL_E* code
+ * (core/status.h) with one line in err naming the peer or field. */
 #ifndef FL_SECAGG_H
 #define FL_SECAGG_H
 
@@ -79,9 +83,9 @@ const char *fl_secagg_stage_name(int stage);
  * n*degree even, so an odd degree with odd n is raised by one. threshold:
  * shares needed to rebuild a site's secret, 1 <= threshold <= degree
  * (fl_secagg_threshold turns the config's fraction into it). d: words in the
- * masked vector. */
+ * masked vector (1 .. 2^36). */
 typedef struct fl_secagg_params {
-    const char *federation_id; /* bound into signatures and AEAD data */
+    const char *federation_id; /* 1..128 bytes; bound into signatures and AEAD data */
     uint64_t round;
     uint64_t graph_seed;
     const uint32_t *ids;
@@ -104,7 +108,8 @@ int fl_secagg_neighbors(uint32_t *out, uint32_t *n_out, const fl_secagg_params *
                         char err[FL_ERR_LEN]);
 
 /* The bytes a site signs for its advertisement (a context label, the
- * federation id, round, site and both keys); returns their length. */
+ * federation id, round, site and both keys); returns their length, or 0 when
+ * federation_id is NULL, empty or longer than 128 bytes. */
 size_t fl_secagg_advert_message(uint8_t out[FL_SECAGG_ADVERT_MAX], const char *federation_id,
                                 uint64_t round, uint32_t site,
                                 const uint8_t enc_pk[FL_SECAGG_KEY_BYTES],
@@ -169,7 +174,8 @@ int fl_secagg_client_share(fl_secagg_client *c, fl_secagg_ct *out, const fl_seca
  * sender must be a neighbour whose keys this site accepted, at most once; a
  * ciphertext that fails to decrypt aborts with FL_ECRYPTO naming the sender;
  * fewer than threshold senders is FL_ETHRESHOLD). y (d words) holds the
- * site's quantized input on entry and the masked vector on return. */
+ * site's quantized input on entry and the masked vector on return; on error
+ * it is left as it came. */
 int fl_secagg_client_mask(fl_secagg_client *c, uint32_t *y, const fl_secagg_ct *in, size_t n_in,
                           char err[FL_ERR_LEN]);
 
@@ -200,7 +206,8 @@ int fl_secagg_server_advertise(fl_secagg_server *s, const fl_secagg_peer_keys *k
  * stays in U1; it will refuse SHARE itself and so fall out of U2. */
 int fl_secagg_server_close_advertise(fl_secagg_server *s, char err[FL_ERR_LEN]);
 /* SHARE_KEYS task for site: its neighbours' keys among U1 (borrowed
- * pointers, valid until the server is freed), their number in *n. */
+ * pointers, valid until the server is freed), their number in *n.
+ * FL_ESTATE before close_advertise, FL_EINVAL for a site not in U1. */
 int fl_secagg_server_keys_for(const fl_secagg_server *s, uint32_t site,
                               const fl_secagg_peer_keys **out, size_t *n);
 
@@ -211,7 +218,8 @@ int fl_secagg_server_shares(fl_secagg_server *s, uint32_t from, const fl_secagg_
 /* Ends SHARE: U2 = the sites that sent shares (FL_ETHRESHOLD if < 2). */
 int fl_secagg_server_close_shares(fl_secagg_server *s, char err[FL_ERR_LEN]);
 /* MASKED_INPUT task for site: the ciphertexts addressed to it by senders in
- * U2 (peer = sender; borrowed). */
+ * U2 (peer = sender, ascending; borrowed). FL_ESTATE before close_shares,
+ * FL_EINVAL for a site not in U2. */
 int fl_secagg_server_shares_for(const fl_secagg_server *s, uint32_t to, const fl_secagg_ct **out,
                                 size_t *n);
 /* 1 if site is in U2 (it gets a MASKED_INPUT task). */
@@ -222,7 +230,9 @@ int fl_secagg_server_in_u2(const fl_secagg_server *s, uint32_t site);
  * FL_EPROTO. */
 int fl_secagg_server_masked(fl_secagg_server *s, uint32_t from, const uint32_t *y,
                             char err[FL_ERR_LEN]);
-/* Ends MASK: U3 = the sites whose vector arrived (FL_ETHRESHOLD if < 2). */
+/* Ends MASK: U3 = the sites whose vector arrived (FL_ETHRESHOLD if < 2, or
+ * at once when a secret that finish will need has fewer than threshold
+ * holders left in U3, naming the site). */
 int fl_secagg_server_close_masked(fl_secagg_server *s, char err[FL_ERR_LEN]);
 /* 1 if site is in U3 (it gets an UNMASK task). */
 int fl_secagg_server_in_u3(const fl_secagg_server *s, uint32_t site);
