@@ -39,16 +39,21 @@ int fl_config_train_section(const fl_ini *ini, int *local_epochs, int *batch_siz
     return FL_OK;
 }
 
-static int path_key(char out[FL_PATH_LEN], const fl_ini *ini, const char *key, int required,
-                    char *err) {
-    const fl_ini_entry *e = fl_ini_find(ini, "aggregator", key);
+static int section_path(char out[FL_PATH_LEN], const fl_ini *ini, const char *section,
+                        const char *key, int required, char *err) {
+    const fl_ini_entry *e = fl_ini_find(ini, section, key);
     if (!e || !*e->value) {
         out[0] = 0;
-        return required ? fl_seterr(err, FL_EINVAL, "%s: [aggregator] needs '%s'", ini->path, key)
+        return required ? fl_seterr(err, FL_EINVAL, "%s: [%s] needs '%s'", ini->path, section, key)
                         : FL_OK;
     }
     fl_path_resolve(out, ini->path, e->value);
     return FL_OK;
+}
+
+static int path_key(char out[FL_PATH_LEN], const fl_ini *ini, const char *key, int required,
+                    char *err) {
+    return section_path(out, ini, "aggregator", key, required, err);
 }
 
 /* [privacy] mode = none | record, noise_multiplier, clip, delta, max_epsilon. */
@@ -84,6 +89,70 @@ static int privacy_section(fl_fed_config *f, const fl_ini *ini, char *err) {
     return FL_OK;
 }
 
+const char *const FL_FAIR_LIMIT_KEYS[9] = {"max_demographic_parity_difference",
+                                           "min_demographic_parity_ratio",
+                                           "max_equalized_odds_difference",
+                                           "min_equalized_odds_ratio",
+                                           "max_equal_opportunity_difference",
+                                           "max_average_odds_difference",
+                                           "min_disparate_impact",
+                                           "max_generalized_entropy_index",
+                                           "max_theil_index"};
+
+/* [secagg] (DESIGN.md §4, §9). */
+static int secagg_section(fl_fed_config *f, const fl_ini *ini, char *err) {
+    static const char *const keys[] = {"enabled",    "threshold",          "neighbors",
+                                       "clip_range", "quantization_range", NULL};
+    long v;
+    int rc = fl_ini_check_keys(ini, "secagg", keys, err);
+    if (!rc) rc = fl_ini_get_bool(&f->secagg, ini, "secagg", "enabled", 0, err);
+    if (!rc)
+        rc = fl_ini_get_double(&f->sa_threshold, ini, "secagg", "threshold", 0.66, 0.5000001, 1.0,
+                               err);
+    if (!rc) rc = fl_ini_get_int(&v, ini, "secagg", "neighbors", 0, 0, FL_SECAGG_MAX_SITES, err);
+    if (!rc) f->sa_neighbors = (int)v;
+    if (!rc) rc = fl_ini_get_double(&f->sa_clip, ini, "secagg", "clip_range", 8.0, 1e-6, 1e6, err);
+    if (!rc)
+        rc = fl_ini_get_int(&v, ini, "secagg", "quantization_range", 1L << 30, 2, 1L << 30, err);
+    if (!rc) f->sa_levels = (uint32_t)v;
+    return rc;
+}
+
+/* [fairness] (DESIGN.md §10): the layout itself is built by the caller from
+ * the schema (core/fairness.h). */
+static int fairness_section(fl_agg_config *cfg, const fl_ini *ini, char *err) {
+    static const char *keys[16];
+    int k = 0;
+    keys[k++] = "schema";
+    keys[k++] = "intersections";
+    keys[k++] = "threshold";
+    keys[k++] = "bins";
+    keys[k++] = "min_group_count";
+    for (int i = 0; i < 9; i++)
+        keys[k++] = FL_FAIR_LIMIT_KEYS[i];
+    keys[k] = NULL;
+    fl_fed_config *f = &cfg->fed;
+    long v;
+    int rc = fl_ini_check_keys(ini, "fairness", keys, err);
+    if (!rc) rc = section_path(cfg->fairness_schema, ini, "fairness", "schema", 0, err);
+    const char *x = fl_ini_get(ini, "fairness", "intersections", "");
+    if (!rc && strlen(x) >= sizeof f->fairness_intersections)
+        rc = fl_seterr(err, FL_EINVAL, "[fairness] intersections: longer than %zu characters",
+                       sizeof f->fairness_intersections - 1);
+    if (!rc) snprintf(f->fairness_intersections, sizeof f->fairness_intersections, "%s", x);
+    if (!rc)
+        rc = fl_ini_get_double(&f->fairness_threshold, ini, "fairness", "threshold", 0.5, 0.0,
+                               0.999999, err);
+    if (!rc) rc = fl_ini_get_int(&v, ini, "fairness", "bins", 20, 0, 1000, err);
+    if (!rc) f->fairness_bins = (int)v;
+    if (!rc) rc = fl_ini_get_int(&v, ini, "fairness", "min_group_count", 30, 0, 1L << 40, err);
+    if (!rc) cfg->min_group_count = v;
+    for (int i = 0; i < 9 && !rc; i++)
+        rc = fl_ini_get_double(&cfg->fair_limits[i], ini, "fairness", FL_FAIR_LIMIT_KEYS[i],
+                               i == 6 ? 0.8 : 0.0, 0.0, 1e6, err);
+    return rc;
+}
+
 int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN]) {
     memset(cfg, 0, sizeof *cfg);
     fl_fed_config *f = &cfg->fed;
@@ -102,7 +171,7 @@ int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN
         const char *s = ini.sections[i];
         if (strcmp(s, "aggregator") && strcmp(s, "federation") && strcmp(s, "model") &&
             strcmp(s, "train") && strcmp(s, "evaluate") && strcmp(s, "privacy") &&
-            strcmp(s, "secagg"))
+            strcmp(s, "secagg") && strcmp(s, "fairness"))
             rc = fl_seterr(err, FL_EINVAL, "%s: unknown section [%s]", path, s);
     }
     if (!rc) rc = fl_ini_check_keys(&ini, "aggregator", agg_keys, err);
@@ -192,6 +261,8 @@ int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN
         goto cleanup;
     f->hist_bins = (int)v;
     if ((rc = privacy_section(f, &ini, err))) goto cleanup;
+    if ((rc = secagg_section(f, &ini, err))) goto cleanup;
+    if ((rc = fairness_section(cfg, &ini, err))) goto cleanup;
     if (f->min_sites > f->n_allowed) {
         rc = fl_seterr(err, FL_EINVAL, "%s: min_sites %d is more than the %d allowed sites", path,
                        f->min_sites, f->n_allowed);

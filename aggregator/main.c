@@ -28,8 +28,10 @@
 #include "aggregator/config.h"
 #include "aggregator/round.h"
 #include "aggregator/store.h"
+#include "core/fairness.h"
 #include "core/log.h"
 #include "crypto/pki.h"
+#include "crypto/secagg_vec.h"
 #include "net/rpc.h"
 #include "proto/wire.h"
 #include "proto/wire_stats.h"
@@ -50,12 +52,13 @@ typedef struct parked {
     int64_t answer_by; /* monotonic ms */
 } parked;
 
-/* A chunked update being received. */
+/* A chunked update (float32) or masked vector (uint32) being received:
+ * 4-byte values either way. */
 typedef struct upload {
     uint64_t id, round;
     uint32_t n_chunks, received;
     uint8_t *have;
-    float *values;
+    void *values;
     uint64_t n;
     uint8_t sha[32];
 } upload;
@@ -73,7 +76,86 @@ typedef struct service {
     uint32_t *level_offsets;
     int done_seen[FL_MAX_SITES + 1];
     int64_t done_at;
+    char *cert[FL_MAX_SITES + 1]; /* each site's certificate (PEM), for its peers (secagg) */
 } service;
+
+/* The fairness audit ([fairness] in aggregator.ini): the layout from the
+ * sites' schema and the options; round.c calls fairness_compute at commit. */
+typedef struct fairness_ctx {
+    fl_schema schema;
+    fl_fairness_layout layout;
+    fl_fairness_options opt;
+    int loaded;
+} fairness_ctx;
+
+static int fairness_compute(void *ctx, char **json, char **alerts, const uint64_t *counts,
+                            double acc_sum, double acc_sumsq, int64_t sites) {
+    fairness_ctx *F = ctx;
+    fl_fairness_options o = F->opt;
+    o.site_accuracy_sum = acc_sum;
+    o.site_accuracy_sumsq = acc_sumsq;
+    o.n_sites = sites;
+    cJSON *j = NULL;
+    char err[FL_ERR_LEN];
+    *json = *alerts = NULL;
+    int rc = fl_fairness_compute(&j, &F->layout, counts, &o, err);
+    if (rc) {
+        fl_warn("fairness audit: %s", err);
+        return rc;
+    }
+    /* One line per alert, for the audit log. */
+    const cJSON *al = cJSON_GetObjectItemCaseSensitive(j, "alerts"), *a;
+    size_t cap = 1, n = 0;
+    cJSON_ArrayForEach(a, al) cap += 256;
+    *alerts = malloc(cap);
+    if (*alerts) (*alerts)[0] = 0;
+    cJSON_ArrayForEach(a, al) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(a, "metric"),
+                    *at = cJSON_GetObjectItemCaseSensitive(a, "attribute"),
+                    *v = cJSON_GetObjectItemCaseSensitive(a, "value"),
+                    *l = cJSON_GetObjectItemCaseSensitive(a, "limit");
+        if (*alerts && n + 1 < cap)
+            n += (size_t)snprintf(*alerts + n, cap - n, "%s of %s is %.4g, limit %.4g\n",
+                                  cJSON_IsString(m) ? m->valuestring : "?",
+                                  cJSON_IsString(at) ? at->valuestring : "?",
+                                  cJSON_IsNumber(v) ? v->valuedouble : NAN,
+                                  cJSON_IsNumber(l) ? l->valuedouble : NAN);
+    }
+    *json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return *json ? FL_OK : FL_ENOMEM;
+}
+
+static int fairness_setup(fairness_ctx *F, fl_agg_config *cfg, char *err) {
+    fl_fairness_options_init(&F->opt);
+    if (!cfg->fairness_schema[0]) return FL_OK;
+    int rc = fl_schema_load(&F->schema, cfg->fairness_schema, err);
+    if (rc) return rc;
+    F->loaded = 1;
+    if (F->schema.sensitive.n == 0) return FL_OK; /* nothing to audit */
+    rc = fl_fairness_layout_init(&F->layout, &F->schema, cfg->fed.fairness_intersections,
+                                 cfg->fed.fairness_bins, err);
+    if (rc) return rc;
+    F->opt.threshold = cfg->fed.fairness_threshold;
+    F->opt.min_group_count = cfg->min_group_count;
+    double *lim[9] = {&F->opt.max_demographic_parity_difference,
+                      &F->opt.min_demographic_parity_ratio,
+                      &F->opt.max_equalized_odds_difference,
+                      &F->opt.min_equalized_odds_ratio,
+                      &F->opt.max_equal_opportunity_difference,
+                      &F->opt.max_average_odds_difference,
+                      &F->opt.min_disparate_impact,
+                      &F->opt.max_generalized_entropy_index,
+                      &F->opt.max_theil_index};
+    for (int i = 0; i < 9; i++)
+        *lim[i] = cfg->fair_limits[i];
+    cfg->fed.n_fairness = F->layout.n_counts;
+    cfg->fed.fairness_compute = fairness_compute;
+    cfg->fed.fairness_ctx = F;
+    fl_info("fairness audit: %d attribute(s), %lld counts per site, layout %s", F->layout.n_audits,
+            (long long)F->layout.n_counts, F->layout.fingerprint_hex);
+    return FL_OK;
+}
 
 static volatile sig_atomic_t g_stop;
 
@@ -117,40 +199,110 @@ static int build_task(service *S, uint8_t **out, size_t *len, const fl_task *t, 
     const fl_fed_config *fc = fl_fed_get_config(S->fed);
     fl_wire_task w;
     memset(&w, 0, sizeof w);
-    static const int kinds[] = {FL_WIRE_TASK_NONE, FL_WIRE_TASK_STATS, FL_WIRE_TASK_TRAIN,
-                                FL_WIRE_TASK_EVALUATE, FL_WIRE_TASK_DONE};
+    static const int kinds[] = {
+        FL_WIRE_TASK_NONE,       FL_WIRE_TASK_STATS,        FL_WIRE_TASK_TRAIN,
+        FL_WIRE_TASK_EVALUATE,   FL_WIRE_TASK_DONE,         FL_WIRE_TASK_ADVERTISE_KEYS,
+        FL_WIRE_TASK_SHARE_KEYS, FL_WIRE_TASK_MASKED_INPUT, FL_WIRE_TASK_UNMASK};
     w.kind = (fl_wire_task_kind)kinds[t->kind];
     snprintf(w.federation_id, sizeof w.federation_id, "%s", fc->federation_id);
     w.round = (uint64_t)t->round;
+    w.step = t->step;
+    /* What the task asks for: a MASKED_INPUT task carries the inputs of the
+     * task whose result it masks. */
+    int what = t->kind == FL_TASK_MASKED_INPUT ? t->purpose : t->kind;
+    fl_wire_site_keys *keys = NULL;
+    fl_wire_share *shares = NULL;
+    if (t->kind >= FL_TASK_ADVERTISE_KEYS) {
+        fl_wire_secagg_config *sc = &w.secagg;
+        w.has_secagg = true;
+        sc->enabled = true;
+        sc->threshold = fc->sa_threshold;
+        sc->neighbors = (uint32_t)fc->sa_neighbors;
+        sc->clip_range = fc->sa_clip;
+        sc->quantization_range = fc->sa_levels;
+        sc->graph_seed = t->sa->graph_seed;
+        sc->n_participants = t->sa->n;
+        memcpy(sc->participants, t->sa->ids, t->sa->n * sizeof(uint32_t));
+        sc->threshold_count = t->sa->threshold;
+        sc->vector_words = t->sa->d;
+        sc->weight = t->sa_weight;
+        sc->session = t->sa->round;
+    }
+    if (t->kind == FL_TASK_SHARE_KEYS) {
+        keys = calloc(t->n_peer_keys ? t->n_peer_keys : 1, sizeof *keys);
+        if (!keys) return FL_ENOMEM;
+        for (size_t i = 0; i < t->n_peer_keys; i++) {
+            const fl_secagg_peer_keys *k = &t->peer_keys[i];
+            keys[i].site_id = k->site;
+            memcpy(keys[i].keys.enc_pk, k->enc_pk, 32);
+            memcpy(keys[i].keys.mask_pk, k->mask_pk, 32);
+            keys[i].keys.signature_len = (uint32_t)k->sig_len;
+            memcpy(keys[i].keys.signature, k->sig, k->sig_len);
+            keys[i].cert_len = (uint32_t)k->cert_len;
+            keys[i].cert = (uint8_t *)k->cert_pem;
+        }
+        w.n_site_keys = (uint32_t)t->n_peer_keys;
+        w.site_keys = keys;
+    }
+    if (t->kind == FL_TASK_MASKED_INPUT && t->n_cts) {
+        shares = calloc(t->n_cts, sizeof *shares);
+        if (!shares) {
+            free(keys);
+            return FL_ENOMEM;
+        }
+        for (size_t i = 0; i < t->n_cts; i++) {
+            shares[i].peer = t->cts[i].peer;
+            shares[i].len = FL_SECAGG_CT_BYTES;
+            memcpy(shares[i].data, t->cts[i].ct, FL_SECAGG_CT_BYTES);
+        }
+        w.n_shares = (uint32_t)t->n_cts;
+        w.shares = shares;
+    }
+    if (t->kind == FL_TASK_UNMASK) {
+        w.n_survivors = (uint32_t)t->n_survivors;
+        w.survivors = (uint32_t *)t->survivors;
+        w.n_dropped = (uint32_t)t->n_dropped;
+        w.dropped = (uint32_t *)t->dropped;
+    }
     w.stage = fl_wire_task_stage(w.kind);
     if (w.kind != FL_WIRE_TASK_NONE && w.kind != FL_WIRE_TASK_DONE)
         w.deadline_unix_ms = wall_ms() + (t->deadline_ms - fl_rpc_now_ms());
     fl_wire_stats_column *cols = NULL;
     int rc = FL_OK;
-    if (t->kind == FL_TASK_STATS) {
+    if (what == FL_TASK_STATS) {
         /* The columns are each site's own business (its schema); the spec
          * names none, and the site answers for its encoder's columns. */
         cols = calloc(1, sizeof *cols);
-        if (!cols) return FL_ENOMEM;
+        if (!cols) {
+            free(keys);
+            free(shares);
+            return FL_ENOMEM;
+        }
         snprintf(cols[0].name, sizeof cols[0].name, "*");
         w.has_stats = true;
         w.stats.n_cols = 1;
         w.stats.cols = cols;
     }
-    if (t->kind == FL_TASK_TRAIN || t->kind == FL_TASK_EVALUATE) {
+    if (what == FL_TASK_TRAIN || what == FL_TASK_EVALUATE) {
         w.has_model = true;
         memcpy(w.model.sha256, t->model_sha256, 32);
         w.model.total_bytes = t->model_len;
         w.model.n_params = (uint64_t)fl_fed_n_params(S->fed);
         if (t->stats) {
-            if (!S->level_offsets) return fl_seterr(err, FL_ESTATE, "no statistics layout");
-            if ((rc = fl_wire_stats_from_vector(&w.totals, t->stats, t->n_stats, S->n_cols,
-                                                S->level_offsets, err)))
+            if (!S->level_offsets)
+                rc = fl_seterr(err, FL_ESTATE, "no statistics layout");
+            else
+                rc = fl_wire_stats_from_vector(&w.totals, t->stats, t->n_stats, S->n_cols,
+                                               S->level_offsets, err);
+            if (rc) {
+                free(keys);
+                free(shares);
                 return rc;
+            }
             w.has_totals = true;
         }
     }
-    if (t->kind == FL_TASK_TRAIN) {
+    if (what == FL_TASK_TRAIN) {
         w.has_train = true;
         w.train.local_epochs = (uint32_t)fc->local_epochs;
         w.train.batch_size = (uint32_t)fc->batch_size;
@@ -168,13 +320,22 @@ static int build_task(service *S, uint8_t **out, size_t *len, const fl_task *t, 
             w.train.dp.max_epsilon = fc->dp_max_epsilon;
         }
     }
-    if (t->kind == FL_TASK_EVALUATE) {
+    if (what == FL_TASK_EVALUATE) {
         w.has_eval = true;
         w.eval.n_bins = (uint32_t)fc->hist_bins;
+        w.eval.n_fairness = (uint32_t)fc->n_fairness;
+        if (fc->n_fairness) {
+            snprintf(w.eval.fairness_intersections, sizeof w.eval.fairness_intersections, "%s",
+                     fc->fairness_intersections);
+            w.eval.fairness_threshold = fc->fairness_threshold;
+            w.eval.fairness_bins = (uint32_t)fc->fairness_bins;
+        }
     }
     rc = fl_wire_pack_task(out, len, &w, err);
     fl_wire_stats_clear(&w.totals);
     free(cols);
+    free(keys);
+    free(shares);
     return rc;
 }
 
@@ -231,6 +392,8 @@ static void wake_parked(service *S) {
 
 /* ------------------------------------------------------------ handlers */
 
+static int save_layout(service *S, char *err);
+
 static void handle_join(service *S, fl_rpc_call *call, const char *name, const uint8_t *req,
                         size_t len) {
     char err[FL_ERR_LEN] = "";
@@ -240,9 +403,32 @@ static void handle_join(service *S, fl_rpc_call *call, const char *name, const u
         reply_error(call, FL_RPC_INVALID_ARGUMENT, err);
         return;
     }
-    int site;
-    int rc = fl_fed_join(S->fed, name, (int64_t)j.n_examples, (int)j.n_features, (int)j.n_classes,
+    int site, rc = FL_OK;
+    if (j.n_level_offsets && fl_fed_site_id(S->fed, name)) {
+        /* The statistics layout: public (it follows from the schema), the
+         * same at every site, and needed before a secure sum of statistics. */
+        uint32_t nc = j.n_level_offsets - 1;
+        rc = fl_fed_set_stats_len(S->fed, fl_sv_stats_len(nc, j.level_offsets[nc]), nc, err);
+        if (!rc && !S->level_offsets) {
+            S->level_offsets = malloc(j.n_level_offsets * sizeof(uint32_t));
+            if (!S->level_offsets)
+                rc = fl_seterr(err, FL_ENOMEM, "out of memory");
+            else {
+                memcpy(S->level_offsets, j.level_offsets, j.n_level_offsets * sizeof(uint32_t));
+                S->n_cols = nc;
+                rc = save_layout(S, err);
+            }
+        }
+        if (rc) fl_fed_audit(S->fed, "refuse", name, err);
+    }
+    if (!rc)
+        rc = fl_fed_join(S->fed, name, (int64_t)j.n_examples, (int)j.n_features, (int)j.n_classes,
                          &site, fl_rpc_now_ms(), err);
+    if (!rc) {
+        const char *pem = fl_rpc_call_peer_cert_pem(call);
+        free(S->cert[site]);
+        S->cert[site] = pem ? strdup(pem) : NULL;
+    }
     fl_wire_join_free(&j);
     if (rc) {
         reply_error(call, rc == FL_EAUTH ? FL_RPC_PERMISSION_DENIED : FL_RPC_FAILED_PRECONDITION,
@@ -258,6 +444,13 @@ static void handle_join(service *S, fl_rpc_call *call, const char *name, const u
     r.n_classes = (uint32_t)fl_fed_classes(S->fed);
     r.n_params = (uint64_t)fl_fed_n_params(S->fed);
     r.privacy.mode = FL_WIRE_PRIVACY_NONE;
+    if (fc->secagg) {
+        r.secagg.enabled = true;
+        r.secagg.threshold = fc->sa_threshold;
+        r.secagg.neighbors = (uint32_t)fc->sa_neighbors;
+        r.secagg.clip_range = fc->sa_clip;
+        r.secagg.quantization_range = fc->sa_levels;
+    }
     r.rounds = (uint32_t)fc->rounds;
     r.site_id = (uint32_t)site;
     uint8_t *buf;
@@ -293,15 +486,17 @@ static void submit_reply(fl_rpc_call *call, int rc, const char *err) {
     reply_msg(call, FL_RPC_OK, NULL, buf, len);
 }
 
-/* Collects a chunk of an update; *complete when all chunks are in. */
-static int collect_chunk(service *S, int site, const fl_wire_submit *m, int *complete, char *err) {
+/* Collects a chunk of an update or masked vector (4-byte values, `vals`);
+ * *complete when all chunks are in. */
+static int collect_chunk(service *S, int site, const fl_wire_submit *m, const void *vals,
+                         uint64_t n_vals, int *complete, char *err) {
     upload *u = &S->up[site];
     uint64_t total = (uint64_t)fl_fed_n_params(S->fed);
     if (u->id != m->upload_id || u->round != m->round) {
         free(u->have);
         free(u->values);
         memset(u, 0, sizeof *u);
-        u->values = malloc(total * sizeof(float));
+        u->values = malloc(total * 4);
         u->have = calloc(m->n_chunks, 1);
         if (!u->values || !u->have) return fl_seterr(err, FL_ENOMEM, "out of memory");
         u->id = m->upload_id;
@@ -315,13 +510,16 @@ static int collect_chunk(service *S, int site, const fl_wire_submit *m, int *com
                          (unsigned long long)u->id);
     if (u->have[m->chunk_index])
         return fl_seterr(err, FL_EINVAL, "Submit.chunk_index: %u received twice", m->chunk_index);
-    memcpy(u->values + (uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES, m->train.update,
-           m->train.n_update * sizeof(float));
+    if ((uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES + n_vals > total)
+        return fl_seterr(err, FL_EINVAL, "Submit: chunk %u runs past the %llu values expected",
+                         m->chunk_index, (unsigned long long)total);
+    memcpy((uint8_t *)u->values + (uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES * 4, vals,
+           n_vals * 4);
     u->have[m->chunk_index] = 1;
     *complete = ++u->received == u->n_chunks;
     if (*complete) {
         uint8_t h[32];
-        crypto_hash_sha256(h, (const uint8_t *)u->values, u->n * sizeof(float));
+        crypto_hash_sha256(h, (const uint8_t *)u->values, u->n * 4);
         if (memcmp(h, u->sha, 32)) {
             u->id = 0;
             return fl_seterr(err, FL_EINVAL,
@@ -400,7 +598,11 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
     fl_result r;
     memset(&r, 0, sizeof r);
     r.round = (int)m.round;
+    r.step = m.step;
     double *vec = NULL;
+    fl_secagg_peer_keys pk;
+    fl_secagg_ct *cts = NULL;
+    fl_secagg_reveal *rev = NULL;
     float *delta = NULL;
     int ready = 1;
     switch (m.kind) {
@@ -437,7 +639,7 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         r.n_examples = (int64_t)m.train.n_examples;
         r.train_loss = m.train.train_loss;
         if (!r.refused && (m.n_chunks > 1)) {
-            rc = collect_chunk(S, site, &m, &ready, err);
+            rc = collect_chunk(S, site, &m, m.train.update, m.train.n_update, &ready, err);
             if (!rc && ready) {
                 r.delta = S->up[site].values;
                 r.n_params = (int64_t)S->up[site].n;
@@ -456,6 +658,10 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         r.loss_sum = m.eval.loss_sum;
         r.correct = (int64_t)m.eval.correct;
         r.count = (int64_t)m.eval.count;
+        if (m.eval.n_fairness) {
+            r.fairness = m.eval.fairness;
+            r.n_fairness = m.eval.n_fairness;
+        }
         if (m.eval.n_hist) {
             r.hist = m.eval.score_hist;
             r.hist_bins = (int)(m.eval.n_hist / 2);
@@ -464,6 +670,99 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
                                m.eval.n_hist, 2 * fc->hist_bins);
         }
         break;
+    case FL_WIRE_TASK_ADVERTISE_KEYS:
+        r.kind = FL_TASK_ADVERTISE_KEYS;
+        if (m.result != FL_WIRE_RESULT_KEYS) {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: an ADVERTISE_KEYS task needs keys");
+            break;
+        }
+        memset(&pk, 0, sizeof pk);
+        memcpy(pk.enc_pk, m.keys.enc_pk, 32);
+        memcpy(pk.mask_pk, m.keys.mask_pk, 32);
+        pk.sig = m.keys.signature;
+        pk.sig_len = m.keys.signature_len;
+        /* The certificate the site authenticated with: its peers check the
+         * signature against it, so the aggregator cannot substitute keys. */
+        pk.cert_pem = S->cert[site];
+        pk.cert_len = S->cert[site] ? strlen(S->cert[site]) : 0;
+        r.keys = &pk;
+        break;
+    case FL_WIRE_TASK_SHARE_KEYS:
+        r.kind = FL_TASK_SHARE_KEYS;
+        if (m.result != FL_WIRE_RESULT_SHARES) {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: a SHARE_KEYS task needs shares");
+            break;
+        }
+        cts = calloc(m.shares.n ? m.shares.n : 1, sizeof *cts);
+        if (!cts) {
+            rc = fl_seterr(err, FL_ENOMEM, "out of memory");
+            break;
+        }
+        for (uint32_t i = 0; i < m.shares.n && !rc; i++) {
+            if (m.shares.shares[i].len != FL_SECAGG_CT_BYTES)
+                rc = fl_seterr(err, FL_EINVAL, "Submit.shares[%u]: %u bytes, expected %d", i,
+                               m.shares.shares[i].len, FL_SECAGG_CT_BYTES);
+            cts[i].peer = m.shares.shares[i].peer;
+            memcpy(cts[i].ct, m.shares.shares[i].data, FL_SECAGG_CT_BYTES);
+        }
+        r.cts = cts;
+        r.n_cts = m.shares.n;
+        break;
+    case FL_WIRE_TASK_MASKED_INPUT:
+        r.kind = FL_TASK_MASKED_INPUT;
+        if (m.result == FL_WIRE_RESULT_TRAIN) {
+            r.refused = m.train.refused;
+            r.reason = m.train.refusal_reason;
+            r.epsilon = m.train.accountant[0] ? m.train.epsilon_spent : NAN;
+            r.n_examples = (int64_t)m.train.n_examples;
+            r.train_loss = m.train.train_loss;
+            if (!r.refused && m.n_chunks > 1) {
+                rc = collect_chunk(S, site, &m, m.train.masked, m.train.n_masked, &ready, err);
+                if (!rc && ready) {
+                    r.masked = S->up[site].values;
+                    r.n_masked = S->up[site].n;
+                }
+            } else if (!r.refused) {
+                r.masked = m.train.masked;
+                r.n_masked = m.train.n_masked;
+            }
+        } else if (m.result == FL_WIRE_RESULT_STATS) {
+            r.masked = m.stats.masked;
+            r.n_masked = m.stats.n_masked;
+        } else if (m.result == FL_WIRE_RESULT_EVAL) {
+            r.masked = m.eval.masked;
+            r.n_masked = m.eval.n_masked;
+        } else {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: a MASKED_INPUT task needs a masked vector");
+        }
+        break;
+    case FL_WIRE_TASK_UNMASK: {
+        r.kind = FL_TASK_UNMASK;
+        if (m.result != FL_WIRE_RESULT_UNMASK) {
+            rc = fl_seterr(err, FL_EINVAL, "Submit: an UNMASK task needs shares");
+            break;
+        }
+        const fl_wire_share_list *lists[2] = {&m.unmask.seed_shares, &m.unmask.key_shares};
+        size_t n = (size_t)lists[0]->n + lists[1]->n, k = 0;
+        rev = calloc(n ? n : 1, sizeof *rev);
+        if (!rev) {
+            rc = fl_seterr(err, FL_ENOMEM, "out of memory");
+            break;
+        }
+        for (int l = 0; l < 2 && !rc; l++)
+            for (uint32_t i = 0; i < lists[l]->n && !rc; i++, k++) {
+                const fl_wire_share *sh = &lists[l]->shares[i];
+                if (sh->len != FL_SECAGG_SHARE_BYTES)
+                    rc = fl_seterr(err, FL_EINVAL, "Submit.unmask: share of %u bytes, expected %d",
+                                   sh->len, FL_SECAGG_SHARE_BYTES);
+                rev[k].peer = sh->peer;
+                rev[k].kind = l == 0 ? FL_SECAGG_SEED : FL_SECAGG_KEY;
+                memcpy(rev[k].share, sh->data, FL_SECAGG_SHARE_BYTES);
+            }
+        r.reveals = rev;
+        r.n_reveals = n;
+        break;
+    }
     default:
         rc = fl_seterr(err, FL_EINVAL, "Submit.kind: %s is not a result this federation takes",
                        fl_wire_task_kind_name((int)m.kind));
@@ -474,6 +773,9 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         rc = fl_fed_submit(S->fed, site, &r, fl_rpc_now_ms(), err);
     (void)delta;
     free(vec);
+    free(cts);
+    if (rev) sodium_memzero(rev, sizeof *rev * r.n_reveals);
+    free(rev);
     fl_wire_submit_free(&m);
     submit_reply(call, rc, err);
     if (!rc) wake_parked(S);
@@ -645,6 +947,9 @@ int main(int argc, char **argv) {
         return fl_exit_code(rc);
     }
     pthread_mutex_init(&S->mu, NULL);
+    fairness_ctx fair;
+    memset(&fair, 0, sizeof fair);
+    if ((rc = fairness_setup(&fair, &S->cfg, err))) goto cleanup;
     if ((rc = read_file(&ca, S->cfg.ca, err)) || (rc = read_file(&cert, S->cfg.cert, err)) ||
         (rc = read_file(&key, S->cfg.key, err)))
         goto cleanup;
@@ -724,8 +1029,7 @@ int main(int argc, char **argv) {
         /* Sign the head once more, so the last events (the end of the
          * federation) are covered by a signature too. */
         char e2[FL_ERR_LEN];
-        if (fl_store_checkpoint(S->store, fl_fed_round(S->fed), e2))
-            fl_warn("audit log: %s", e2);
+        if (fl_store_checkpoint(S->store, fl_fed_round(S->fed), e2)) fl_warn("audit log: %s", e2);
     }
 cleanup:
     if (srv) {
@@ -746,10 +1050,14 @@ cleanup:
         free(S->up[s].values);
     }
     free(S->level_offsets);
+    for (int s = 0; s <= FL_MAX_SITES; s++)
+        free(S->cert[s]);
     fl_fed_free(S->fed);
     fl_store_close(S->store);
     fl_pki_verifier_free(S->verifier);
     fl_signer_free(signer);
+    fl_fairness_layout_free(&fair.layout);
+    if (fair.loaded) fl_schema_free(&fair.schema);
     pthread_mutex_destroy(&S->mu);
     free(S);
     return fl_exit_code(rc);

@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/rng.h"
+#include "crypto/secagg_vec.h"
 #include "kernels/backend.h"
 
 typedef struct site_state {
@@ -28,9 +29,23 @@ typedef struct site_state {
     double train_loss;
     double loss_sum; /* EVALUATE result */
     int64_t correct, count;
-    uint64_t *hist; /* (2, hist_bins) */
-    double *stats;  /* STATS result */
+    uint64_t *hist;     /* (2, hist_bins) */
+    uint64_t *fairness; /* (n_fairness) EVALUATE result */
+    double *stats;      /* STATS result */
+    int completed;      /* this round's update was received (plain or masked) */
+    int sa_in;          /* in the current secure-sum stage's set (U0, U1, U2, U3) */
 } site_state;
+
+/* What one evaluation adds up to, plain or secure. */
+typedef struct eval_sums {
+    double loss;
+    int64_t correct, count;
+    uint64_t *hist; /* (2 * hist_bins) */
+    int have_hist;
+    uint64_t *fair; /* (n_fairness) */
+    double acc_sum, acc_sumsq;
+    int64_t sites;
+} eval_sums;
 
 struct fl_federation {
     fl_fed_config cfg;
@@ -55,11 +70,22 @@ struct fl_federation {
     double t_train_ms, t_aggregate_ms, bytes_in, bytes_out;
     char error[FL_ERR_LEN];
     char end_reason[256]; /* ended before the last round: why */
+    uint32_t step;        /* stage instances since start, echoed by results */
+    /* The secure sum in flight (DESIGN.md §9). */
+    fl_secagg_server *sa;
+    fl_secagg_params sa_p;
+    uint32_t sa_ids[FL_SECAGG_MAX_SITES];
+    int purpose; /* FL_TASK_STATS / _TRAIN / _EVALUATE, or FL_TASK_NONE */
+    int sa_attempt;
+    double sa_weight_total; /* n_examples over U2 (TRAIN) */
+    uint32_t sa_surv[FL_SECAGG_MAX_SITES], sa_drop[FL_SECAGG_MAX_SITES];
+    uint32_t n_stats_cols; /* statistics layout (fl_fed_set_stats_len) */
 };
 
 const char *fl_stage_name(int stage) {
-    static const char *n[] = {"WAIT_SITES", "STATS", "TRAIN", "EVALUATE", "DONE"};
-    return stage >= 0 && stage <= FL_STAGE_DONE ? n[stage] : "?";
+    static const char *n[] = {"WAIT_SITES",     "STATS",      "TRAIN",        "EVALUATE", "DONE",
+                              "ADVERTISE_KEYS", "SHARE_KEYS", "MASKED_INPUT", "UNMASK"};
+    return stage >= 0 && stage <= FL_STAGE_UNMASK ? n[stage] : "?";
 }
 
 void fl_fed_config_default(fl_fed_config *c) {
@@ -80,6 +106,10 @@ void fl_fed_config_default(fl_fed_config *c) {
     c->weight_decay = 0.0;
     fl_strategy_config_default(&c->strategy, FL_STRATEGY_FEDAVG);
     c->hist_bins = 1000;
+    c->sa_threshold = 0.66;
+    c->sa_clip = 8.0;
+    c->sa_levels = 1u << 30;
+    c->fairness_threshold = 0.5;
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -278,6 +308,28 @@ int fl_fed_open(fl_federation **out, const fl_fed_config *cfg, fl_store *store, 
     if (cfg->hist_bins < 2 || cfg->hist_bins > FL_HIST_BINS_MAX)
         return fl_seterr(err, FL_EINVAL, "federation: hist_bins must be in 2..%d",
                          FL_HIST_BINS_MAX);
+    if (cfg->secagg) {
+        if (cfg->strategy.kind == FL_STRATEGY_MEDIAN ||
+            cfg->strategy.kind == FL_STRATEGY_TRIMMED_MEAN)
+            return fl_seterr(err, FL_EINVAL,
+                             "[secagg] enabled with strategy %s: the aggregator sees only the "
+                             "sum, so median and trimmed_mean cannot run (use fedavg, fedprox, "
+                             "fedadam or fedyogi)",
+                             fl_strategy_name(cfg->strategy.kind));
+        if (!(cfg->sa_threshold > 0.5 && cfg->sa_threshold <= 1.0))
+            return fl_seterr(err, FL_EINVAL,
+                             "[secagg] threshold %g: expected in (0.5, 1] (a minority of a "
+                             "site's neighbours must never be able to unmask it)",
+                             cfg->sa_threshold);
+        if (!(cfg->sa_clip > 0) || cfg->sa_levels < 2 || cfg->sa_levels > (1u << 30))
+            return fl_seterr(err, FL_EINVAL,
+                             "[secagg] clip_range > 0 and quantization_range in 2..2^30 expected");
+        if (cfg->n_allowed > FL_SECAGG_MAX_SITES)
+            return fl_seterr(err, FL_EINVAL, "[secagg]: at most %d sites", FL_SECAGG_MAX_SITES);
+    }
+    if (cfg->n_fairness < 0 || cfg->n_fairness > (1 << 22))
+        return fl_seterr(err, FL_EINVAL, "federation: fairness layout of %lld counts",
+                         (long long)cfg->n_fairness);
     fl_federation *f = calloc(1, sizeof *f);
     if (!f) return fl_seterr(err, FL_ENOMEM, "out of memory");
     f->cfg = *cfg;
@@ -299,8 +351,10 @@ void fl_fed_free(fl_federation *f) {
     for (int s = 0; s <= FL_MAX_SITES; s++) {
         free(f->site[s].delta);
         free(f->site[s].hist);
+        free(f->site[s].fairness);
         free(f->site[s].stats);
     }
+    fl_secagg_server_free(f->sa);
     fl_strategy_free(&f->strat);
     free(f->global);
     free(f->model);
@@ -380,10 +434,13 @@ const char *fl_fed_error(const fl_federation *f) {
 static void begin_stage(fl_federation *f, int stage, int64_t now_ms) {
     f->stage = stage;
     f->stage_deadline = now_ms + f->cfg.stage_timeout_ms;
+    f->step++;
     clear_stage(f);
     event(f, "stage", 0, "%s begins (deadline in %" PRId64 " ms)", fl_stage_name(stage),
           f->cfg.stage_timeout_ms);
 }
+
+static void begin_secure(fl_federation *f, int purpose, int64_t now_ms);
 
 static void begin_train(fl_federation *f, int64_t now_ms) {
     /* A seeded sample of the joined sites: the same sites for the same
@@ -393,6 +450,7 @@ static void begin_train(fl_federation *f, int64_t now_ms) {
         site_state *ss = &f->site[s];
         ss->selected = 0;
         ss->refused = 0;
+        ss->completed = 0;
         ss->reason[0] = 0;
         ss->epsilon = NAN;
         if (ss->joined) ids[n++] = s;
@@ -409,16 +467,49 @@ static void begin_train(fl_federation *f, int64_t now_ms) {
     }
     for (int i = 0; i < k; i++)
         f->site[ids[i]].selected = 1;
-    begin_stage(f, FL_STAGE_TRAIN, now_ms);
     f->t_train_start = now_ms;
     f->bytes_in = f->bytes_out = 0;
+    if (f->cfg.secagg) {
+        event(f, "select", 0, "%d of %d joined sites selected", k, n);
+        begin_secure(f, FL_TASK_TRAIN, now_ms);
+        return;
+    }
+    begin_stage(f, FL_STAGE_TRAIN, now_ms);
     event(f, "select", 0, "%d of %d joined sites selected", k, n);
+}
+
+static void begin_evaluate(fl_federation *f, int64_t now_ms) {
+    f->t_eval_start = now_ms;
+    if (f->cfg.secagg)
+        begin_secure(f, FL_TASK_EVALUATE, now_ms);
+    else
+        begin_stage(f, FL_STAGE_EVALUATE, now_ms);
 }
 
 static void fail(fl_federation *f, const char *err) {
     snprintf(f->error, sizeof f->error, "%s", err);
     fl_error("federation stopped: %s", err);
     f->stage = FL_STAGE_DONE;
+}
+
+static void free_deltas(fl_federation *f) {
+    for (int s = 1; s <= f->cfg.n_allowed; s++) {
+        free(f->site[s].delta);
+        f->site[s].delta = NULL;
+    }
+}
+
+/* The statistics are in f->stats: keep them and start round 1. */
+static void stats_done(fl_federation *f, int got, int64_t now_ms) {
+    char err[FL_ERR_LEN];
+    if (save_stats(f, err)) {
+        fail(f, err);
+        return;
+    }
+    event(f, "stats", 0, "statistics summed over %d sites%s", got,
+          f->cfg.secagg ? " through secure aggregation" : "");
+    f->round = 1;
+    begin_train(f, now_ms);
 }
 
 /* STATS -> TRAIN: sum the sites' statistics in site order. */
@@ -438,14 +529,7 @@ static void finish_stats(fl_federation *f, int64_t now_ms) {
         if (f->site[s].submitted)
             for (int64_t i = 0; i < f->n_stats; i++)
                 f->stats[i] += f->site[s].stats[i];
-    char err[FL_ERR_LEN];
-    if (save_stats(f, err)) {
-        fail(f, err);
-        return;
-    }
-    event(f, "stats", 0, "statistics summed over %d sites", got);
-    f->round = 1;
-    begin_train(f, now_ms);
+    stats_done(f, got, now_ms);
 }
 
 static double auc_from_hist(const uint64_t *neg, const uint64_t *pos, int bins) {
@@ -462,40 +546,62 @@ static double auc_from_hist(const uint64_t *neg, const uint64_t *pos, int bins) 
     return wins / (np * nn);
 }
 
+static void eval_sums_free(eval_sums *e) {
+    free(e->hist);
+    free(e->fair);
+}
+
+static int eval_sums_init(eval_sums *e, const fl_federation *f) {
+    memset(e, 0, sizeof *e);
+    e->hist = calloc(2 * (size_t)f->cfg.hist_bins, sizeof *e->hist);
+    e->fair = calloc((size_t)f->cfg.n_fairness + 1, sizeof *e->fair);
+    if (e->hist && e->fair) return FL_OK;
+    eval_sums_free(e);
+    return FL_ENOMEM;
+}
+
+/* The fairness audit of the summed counts: JSON for the store, alerts for
+ * the audit log. *json NULL when the audit is off or had no rows. */
+static void fairness_audit(fl_federation *f, const eval_sums *e, char **json) {
+    *json = NULL;
+    if (!f->cfg.n_fairness || !f->cfg.fairness_compute || e->count <= 0) return;
+    char *alerts = NULL;
+    int rc = f->cfg.fairness_compute(f->cfg.fairness_ctx, json, &alerts, e->fair, e->acc_sum,
+                                     e->acc_sumsq, e->sites);
+    if (rc) {
+        event(f, "fairness", 0, "the audit could not be computed: %s", fl_strerror(rc));
+        *json = NULL;
+    }
+    for (char *a = alerts, *nl; a && *a; a = nl ? nl + 1 : a + strlen(a)) {
+        nl = strchr(a, '\n');
+        if (nl) *nl = 0;
+        if (*a) event(f, "fairness_alert", 0, "%s", a);
+    }
+    free(alerts);
+}
+
 /* EVALUATE -> COMMIT -> next round (or DONE). */
-static void finish_evaluate(fl_federation *f, int64_t now_ms) {
+static void commit_round(fl_federation *f, eval_sums *e, int64_t now_ms) {
     fl_round_metrics *m = &f->metrics[f->round];
-    double loss = 0;
-    int64_t correct = 0, count = 0;
-    int bins = f->cfg.hist_bins, have_hist = 0;
-    uint64_t *hist = calloc(2 * (size_t)bins, sizeof *hist);
-    if (!hist) {
-        fail(f, "out of memory");
-        return;
-    }
-    for (int s = 1; s <= f->cfg.n_allowed; s++) {
-        site_state *ss = &f->site[s];
-        if (!ss->submitted) continue;
-        loss += ss->loss_sum;
-        correct += ss->correct;
-        count += ss->count;
-        if (ss->hist) {
-            have_hist = 1;
-            for (int b = 0; b < 2 * bins; b++)
-                hist[b] += ss->hist[b];
-        }
-    }
+    int bins = f->cfg.hist_bins;
+    int64_t count = e->count;
     m->round = f->round;
-    m->loss = count ? loss / (double)count : NAN;
-    m->accuracy = count ? (double)correct / (double)count : NAN;
-    m->auc = have_hist ? auc_from_hist(hist, hist + bins, bins) : NAN;
-    free(hist);
+    m->loss = count ? e->loss / (double)count : NAN;
+    m->accuracy = count ? (double)e->correct / (double)count : NAN;
+    m->auc = e->have_hist ? auc_from_hist(e->hist, e->hist + bins, bins) : NAN;
+    double acc_mean = e->sites ? e->acc_sum / (double)e->sites : NAN;
+    double acc_var = e->sites ? e->acc_sumsq / (double)e->sites - acc_mean * acc_mean : NAN;
+    if (acc_var < 0) acc_var = 0; /* rounding of the fixed-point sums */
     fl_metric mets[] = {{"loss", m->loss},
                         {"accuracy", m->accuracy},
                         {"auc", m->auc},
                         {"completed", m->completed},
                         {"dropped", m->dropped},
                         {"eval_examples", (double)count},
+                        {"site_accuracy_mean", acc_mean},
+                        {"site_accuracy_var", acc_var},
+                        {"eval_sites", (double)e->sites},
+                        {"secagg", f->cfg.secagg ? 1.0 : 0.0},
                         {"t_train_ms", f->t_train_ms},
                         {"t_aggregate_ms", f->t_aggregate_ms},
                         {"t_evaluate_ms", (double)(now_ms - f->t_eval_start)},
@@ -508,14 +614,17 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
         site_state *ss = &f->site[s];
         if (!ss->selected) continue;
-        parts[np++] =
-            (fl_participation){s, ss->delta ? "completed" : (ss->refused ? "refused" : "dropped"),
-                               ss->reason[0] ? ss->reason : NULL, ss->n_examples, ss->epsilon};
+        parts[np++] = (fl_participation){
+            s, ss->completed ? "completed" : (ss->refused ? "refused" : "dropped"),
+            ss->reason[0] ? ss->reason : NULL, ss->n_examples, ss->epsilon};
     }
+    char *fjson = NULL;
+    fairness_audit(f, e, &fjson);
     uint8_t *sb;
     size_t sl;
     char err[FL_ERR_LEN];
     if (strategy_blob(f, &sb, &sl)) {
+        free(fjson);
         fail(f, "out of memory");
         return;
     }
@@ -528,9 +637,13 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
                            .parts = parts,
                            .n_parts = np,
                            .strategy_state = sb,
-                           .strategy_state_len = sl};
+                           .strategy_state_len = sl,
+                           .fairness_counts = fjson ? e->fair : NULL,
+                           .n_fairness = fjson ? (size_t)f->cfg.n_fairness : 0,
+                           .fairness_json = fjson};
     int rc = fl_store_commit_round(f->store, &rec, err);
     free(sb);
+    free(fjson);
     if (rc) {
         fail(f, err);
         return;
@@ -540,10 +653,8 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
         snprintf(hex + 2 * i, 3, "%02x", f->sha[i]);
     event(f, "commit", 0, "model sha256 %s... accuracy %.4f auc %.4f loss %.4f (%lld examples)",
           hex, m->accuracy, m->auc, m->loss, (long long)count);
-    for (int s = 1; s <= f->cfg.n_allowed; s++) {
-        free(f->site[s].delta);
-        f->site[s].delta = NULL;
-    }
+    free_deltas(f);
+    f->sa_attempt = 0;
     if (f->round >= f->cfg.rounds) {
         f->stage = FL_STAGE_DONE;
         event(f, "done", 0, "%d rounds completed", f->round);
@@ -553,67 +664,356 @@ static void finish_evaluate(fl_federation *f, int64_t now_ms) {
     begin_train(f, now_ms);
 }
 
-/* TRAIN -> EVALUATE: aggregate, or restart the round below min_sites. */
-static void finish_train(fl_federation *f, int64_t now_ms) {
-    fl_update ups[FL_MAX_SITES];
-    int n = 0, dropped = 0, refused = 0, selected = 0;
+static void finish_evaluate(fl_federation *f, int64_t now_ms) {
+    eval_sums e;
+    if (eval_sums_init(&e, f)) {
+        fail(f, "out of memory");
+        return;
+    }
+    int bins = f->cfg.hist_bins;
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
         site_state *ss = &f->site[s];
-        if (!ss->selected) continue;
-        selected++;
-        refused += ss->refused;
-        if (ss->delta)
-            ups[n++] = (fl_update){s, (double)ss->n_examples, ss->delta};
-        else {
-            dropped++;
-            if (!ss->refused) {
-                snprintf(ss->reason, sizeof ss->reason, "no update before the deadline");
-                event(f, "dropout", s, "no update before the TRAIN deadline");
-            }
+        if (!ss->submitted) continue;
+        e.loss += ss->loss_sum;
+        e.correct += ss->correct;
+        e.count += ss->count;
+        if (ss->count > 0) {
+            double a = (double)ss->correct / (double)ss->count;
+            e.acc_sum += a;
+            e.acc_sumsq += a * a;
+            e.sites++;
         }
+        if (ss->hist) {
+            e.have_hist = 1;
+            for (int b = 0; b < 2 * bins; b++)
+                e.hist[b] += ss->hist[b];
+        }
+        if (ss->fairness)
+            for (int64_t i = 0; i < f->cfg.n_fairness; i++)
+                e.fair[i] += ss->fairness[i];
     }
-    if (n < f->cfg.min_sites && selected - refused < f->cfg.min_sites) {
-        /* A refusal is final: a site's budget only shrinks, and a restarted
-         * round selects the same sites, so restarting would loop forever.
-         * End here; the committed rounds stand. */
+    commit_round(f, &e, now_ms);
+    eval_sums_free(&e);
+}
+
+/* Too few updates this round: end the federation when refusals (final: a
+ * site's budget only shrinks) leave fewer than min_sites able to train,
+ * otherwise start the round again with the same seed. Returns 1 when it did
+ * either. */
+static int short_round(fl_federation *f, int n, int refused, int selected, int64_t now_ms) {
+    if (n >= f->cfg.min_sites) return 0;
+    free_deltas(f);
+    if (selected - refused < f->cfg.min_sites) {
         snprintf(f->end_reason, sizeof f->end_reason,
                  "round %d: %d of %d selected sites refused to train (privacy budget spent?), "
                  "fewer than min_sites %d can: the federation ends early",
                  f->round, refused, selected, f->cfg.min_sites);
-        for (int s = 1; s <= f->cfg.n_allowed; s++) {
-            free(f->site[s].delta);
-            f->site[s].delta = NULL;
-        }
         f->stage = FL_STAGE_DONE;
         event(f, "done", 0, "%s", f->end_reason);
-        return;
+        return 1;
     }
-    if (n < f->cfg.min_sites) {
-        event(f, "restart", 0, "%d updates, %d needed: the round starts again with the same seed",
-              n, f->cfg.min_sites);
-        for (int s = 1; s <= f->cfg.n_allowed; s++) {
-            free(f->site[s].delta);
-            f->site[s].delta = NULL;
+    event(f, "restart", 0, "%d updates, %d needed: the round starts again with the same seed", n,
+          f->cfg.min_sites);
+    begin_train(f, now_ms);
+    return 1;
+}
+
+/* The round's selected sites: refused, dropped (recording why). */
+static void count_outcomes(fl_federation *f, int *n, int *dropped, int *refused, int *selected,
+                           const char *stage) {
+    *n = *dropped = *refused = *selected = 0;
+    for (int s = 1; s <= f->cfg.n_allowed; s++) {
+        site_state *ss = &f->site[s];
+        if (!ss->selected) continue;
+        ++*selected;
+        *refused += ss->refused;
+        if (ss->completed) {
+            ++*n;
+            continue;
         }
-        begin_train(f, now_ms);
-        return;
+        ++*dropped;
+        if (!ss->refused && !ss->reason[0]) {
+            snprintf(ss->reason, sizeof ss->reason, "no update before the deadline");
+            event(f, "dropout", s, "no update before the %s deadline", stage);
+        }
     }
-    char err[FL_ERR_LEN];
-    f->t_train_ms = (double)(now_ms - f->t_train_start);
-    int64_t t0 = fl_now_ms();
-    int rc = fl_strategy_apply(&f->strat, f->global, ups, n, err);
+}
+
+/* Aggregation done (f->global holds the new model): on to evaluation. */
+static void aggregated(fl_federation *f, int n, int dropped, int64_t t0, int rc, const char *err,
+                       int64_t now_ms) {
     if (!rc) rc = refresh_model(f);
     f->t_aggregate_ms = (double)(fl_now_ms() - t0);
     if (rc) {
-        fail(f, err);
+        fail(f, err && *err ? err : fl_strerror(rc));
         return;
     }
     f->metrics[f->round].completed = n;
     f->metrics[f->round].dropped = dropped;
-    event(f, "aggregate", 0, "%s over %d updates (%d dropped)",
-          fl_strategy_name(f->cfg.strategy.kind), n, dropped);
-    begin_stage(f, FL_STAGE_EVALUATE, now_ms);
-    f->t_eval_start = now_ms;
+    event(f, "aggregate", 0, "%s over %d updates (%d dropped)%s",
+          fl_strategy_name(f->cfg.strategy.kind), n, dropped,
+          f->cfg.secagg ? ", from their secure sum" : "");
+    begin_evaluate(f, now_ms);
+}
+
+/* TRAIN -> EVALUATE: aggregate, or restart the round below min_sites. */
+static void finish_train(fl_federation *f, int64_t now_ms) {
+    fl_update ups[FL_MAX_SITES];
+    int n, dropped, refused, selected;
+    count_outcomes(f, &n, &dropped, &refused, &selected, "TRAIN");
+    if (short_round(f, n, refused, selected, now_ms)) return;
+    int k = 0;
+    for (int s = 1; s <= f->cfg.n_allowed; s++)
+        if (f->site[s].selected && f->site[s].delta)
+            ups[k++] = (fl_update){s, (double)f->site[s].n_examples, f->site[s].delta};
+    char err[FL_ERR_LEN] = "";
+    f->t_train_ms = (double)(now_ms - f->t_train_start);
+    int64_t t0 = fl_now_ms();
+    int rc = fl_strategy_apply(&f->strat, f->global, ups, k, err);
+    aggregated(f, n, dropped, t0, rc, err, now_ms);
+}
+
+/* ------------------------------------------------------- secure sums */
+
+/* Words in the masked vector of a secure sum of `purpose`. */
+static uint64_t secure_words(const fl_federation *f, int purpose) {
+    switch (purpose) {
+    case FL_TASK_STATS:
+        return FL_SECAGG_I64_WORDS * (uint64_t)f->n_stats;
+    case FL_TASK_TRAIN:
+        return (uint64_t)f->n_params;
+    default:
+        return FL_SECAGG_I64_WORDS * (uint64_t)fl_sv_eval_len(f->cfg.hist_bins, f->cfg.n_fairness);
+    }
+}
+
+static const char *purpose_name(int purpose) {
+    return purpose == FL_TASK_STATS   ? "statistics"
+           : purpose == FL_TASK_TRAIN ? "training updates"
+                                      : "evaluation counts";
+}
+
+#define SECURE_ATTEMPTS 3
+
+/* A secure sum could not complete: nothing was released. Statistics and
+ * training start again (a few times); an evaluation commits the round
+ * without figures. */
+static void secure_failed(fl_federation *f, const char *why, int64_t now_ms) {
+    int purpose = f->purpose;
+    fl_secagg_server_free(f->sa);
+    f->sa = NULL;
+    f->purpose = FL_TASK_NONE;
+    event(f, "secagg_abort", 0, "secure sum of %s aborted, nothing released: %s",
+          purpose_name(purpose), why);
+    if (purpose == FL_TASK_EVALUATE) {
+        eval_sums e;
+        if (eval_sums_init(&e, f)) {
+            fail(f, "out of memory");
+            return;
+        }
+        commit_round(f, &e, now_ms);
+        eval_sums_free(&e);
+        return;
+    }
+    if (++f->sa_attempt >= SECURE_ATTEMPTS) {
+        char msg[FL_ERR_LEN];
+        snprintf(msg, sizeof msg, "secure aggregation of %s failed %d times in a row: %s",
+                 purpose_name(purpose), SECURE_ATTEMPTS, why);
+        fail(f, msg);
+        return;
+    }
+    if (purpose == FL_TASK_STATS)
+        begin_secure(f, FL_TASK_STATS, now_ms);
+    else {
+        free_deltas(f);
+        begin_train(f, now_ms);
+    }
+}
+
+static void begin_secure(fl_federation *f, int purpose, int64_t now_ms) {
+    int n = 0;
+    for (int s = 1; s <= f->cfg.n_allowed; s++) {
+        site_state *ss = &f->site[s];
+        ss->sa_in = ss->joined && (purpose != FL_TASK_TRAIN || ss->selected);
+        if (ss->sa_in) f->sa_ids[n++] = (uint32_t)s;
+    }
+    f->purpose = purpose;
+    char err[FL_ERR_LEN];
+    if (purpose == FL_TASK_STATS && f->n_stats < 1) {
+        fail(f, "secure aggregation of statistics: no site stated its statistics layout at Join "
+                "(agent too old?)");
+        return;
+    }
+    if (n < 2) {
+        snprintf(err, sizeof err, "%d participant(s), a secure sum needs at least 2", n);
+        secure_failed(f, err, now_ms);
+        return;
+    }
+    fl_secagg_params *p = &f->sa_p;
+    memset(p, 0, sizeof *p);
+    p->federation_id = f->cfg.federation_id;
+    /* Binds keys and shares to this one secure sum: round, purpose, attempt. */
+    p->round =
+        ((uint64_t)f->round << 8) | ((uint64_t)purpose << 4) | (uint64_t)(f->sa_attempt & 15);
+    p->graph_seed = mix(mix(f->cfg.seed, p->round), 0x5ec5a9ULL);
+    p->ids = f->sa_ids;
+    p->n = (uint32_t)n;
+    p->degree = fl_secagg_degree(p->n, (uint32_t)f->cfg.sa_neighbors);
+    p->threshold = fl_secagg_threshold(p->degree, f->cfg.sa_threshold);
+    p->d = secure_words(f, purpose);
+    fl_secagg_server_free(f->sa);
+    f->sa = NULL;
+    int rc = fl_secagg_server_new(&f->sa, p, err);
+    if (rc) {
+        fail(f, err);
+        return;
+    }
+    begin_stage(f, FL_STAGE_ADVERTISE_KEYS, now_ms);
+    event(f, "secagg", 0,
+          "secure sum of %s: %d participants, %u neighbours each, threshold %u, %llu words",
+          purpose_name(purpose), n, p->degree, p->threshold, (unsigned long long)p->d);
+}
+
+/* The unmasked sum of a secure sum: hand it to its purpose. */
+static void secure_done(fl_federation *f, const uint32_t *sum, const uint32_t *surv, size_t n_surv,
+                        int64_t now_ms) {
+    int purpose = f->purpose;
+    f->purpose = FL_TASK_NONE; /* a next secure sum sets its own */
+    char err[FL_ERR_LEN] = "";
+    if (purpose == FL_TASK_TRAIN) {
+        double wsum = 0;
+        for (size_t i = 0; i < n_surv; i++)
+            wsum += (double)f->site[surv[i]].n_examples / f->sa_weight_total;
+        int n, dropped, refused, selected;
+        count_outcomes(f, &n, &dropped, &refused, &selected, "MASKED_INPUT");
+        f->t_train_ms = (double)(now_ms - f->t_train_start);
+        int64_t t0 = fl_now_ms();
+        float *meanf = malloc((size_t)f->n_params * sizeof *meanf);
+        double *mean = malloc((size_t)f->n_params * sizeof *mean);
+        int rc = meanf && mean ? FL_OK : FL_ENOMEM;
+        if (!rc) {
+            fl_secagg_dequantize(meanf, sum, (uint64_t)f->n_params, f->cfg.sa_clip,
+                                 f->cfg.sa_levels, wsum);
+            for (int64_t i = 0; i < f->n_params; i++)
+                mean[i] = meanf[i];
+            rc = fl_strategy_apply_mean(&f->strat, f->global, mean, err);
+        }
+        free(meanf);
+        free(mean);
+        aggregated(f, (int)n_surv, dropped, t0, rc, err, now_ms);
+        return;
+    }
+    int64_t len = (int64_t)(f->sa_p.d / FL_SECAGG_I64_WORDS);
+    int64_t *v = malloc((size_t)len * sizeof *v);
+    if (!v) {
+        fail(f, "out of memory");
+        return;
+    }
+    fl_secagg_decode_i64(v, sum, (size_t)len);
+    if (purpose == FL_TASK_STATS) {
+        double *st = malloc((size_t)len * sizeof *st);
+        if (!st) {
+            free(v);
+            fail(f, "out of memory");
+            return;
+        }
+        fl_sv_stats_decode(st, v, len, f->n_stats_cols);
+        free(f->stats);
+        f->stats = st;
+        free(v);
+        f->sa_attempt = 0;
+        stats_done(f, (int)n_surv, now_ms);
+        return;
+    }
+    eval_sums e;
+    if (eval_sums_init(&e, f)) {
+        free(v);
+        fail(f, "out of memory");
+        return;
+    }
+    fl_sv_eval ev;
+    fl_sv_eval_decode(&ev, e.hist, e.fair, v, f->cfg.hist_bins, f->cfg.n_fairness);
+    free(v);
+    e.loss = ev.loss_sum;
+    e.correct = ev.correct;
+    e.count = ev.count;
+    e.acc_sum = ev.acc_sum;
+    e.acc_sumsq = ev.acc_sumsq;
+    e.sites = ev.sites;
+    for (int b = 0; b < 2 * f->cfg.hist_bins; b++)
+        e.have_hist |= e.hist[b] != 0;
+    commit_round(f, &e, now_ms);
+    eval_sums_free(&e);
+}
+
+/* The end of a secure-sum stage (all expected results in, or the deadline). */
+static void step_secure(fl_federation *f, int64_t now_ms) {
+    char err[FL_ERR_LEN] = "";
+    int rc = FL_OK;
+    switch (f->stage) {
+    case FL_STAGE_ADVERTISE_KEYS:
+        rc = fl_secagg_server_close_advertise(f->sa, err);
+        for (int s = 1; s <= f->cfg.n_allowed; s++) {
+            site_state *ss = &f->site[s];
+            if (ss->sa_in && !ss->submitted && f->purpose == FL_TASK_TRAIN && !ss->reason[0])
+                snprintf(ss->reason, sizeof ss->reason, "no keys before the deadline");
+            ss->sa_in = ss->sa_in && ss->submitted;
+        }
+        if (!rc) begin_stage(f, FL_STAGE_SHARE_KEYS, now_ms);
+        break;
+    case FL_STAGE_SHARE_KEYS:
+        rc = fl_secagg_server_close_shares(f->sa, err);
+        f->sa_weight_total = 0;
+        for (int s = 1; s <= f->cfg.n_allowed; s++) {
+            site_state *ss = &f->site[s];
+            if (ss->sa_in && !fl_secagg_server_in_u2(f->sa, (uint32_t)s) &&
+                f->purpose == FL_TASK_TRAIN && !ss->reason[0])
+                snprintf(ss->reason, sizeof ss->reason, "no key shares before the deadline");
+            ss->sa_in = ss->sa_in && fl_secagg_server_in_u2(f->sa, (uint32_t)s);
+            if (ss->sa_in) f->sa_weight_total += (double)ss->n_examples;
+        }
+        if (!rc) begin_stage(f, FL_STAGE_MASKED_INPUT, now_ms);
+        break;
+    case FL_STAGE_MASKED_INPUT: {
+        if (f->purpose == FL_TASK_TRAIN) {
+            int n, dropped, refused, selected;
+            count_outcomes(f, &n, &dropped, &refused, &selected, "MASKED_INPUT");
+            if (n < f->cfg.min_sites) {
+                fl_secagg_server_free(f->sa);
+                f->sa = NULL;
+                f->purpose = FL_TASK_NONE;
+                short_round(f, n, refused, selected, now_ms);
+                return;
+            }
+        }
+        rc = fl_secagg_server_close_masked(f->sa, err);
+        for (int s = 1; s <= f->cfg.n_allowed; s++)
+            f->site[s].sa_in = f->site[s].sa_in && fl_secagg_server_in_u3(f->sa, (uint32_t)s);
+        if (!rc) begin_stage(f, FL_STAGE_UNMASK, now_ms);
+        break;
+    }
+    case FL_STAGE_UNMASK: {
+        uint32_t *sum = malloc((size_t)f->sa_p.d * sizeof *sum);
+        size_t n_surv = 0;
+        if (!sum) {
+            fail(f, "out of memory");
+            return;
+        }
+        rc = fl_secagg_server_finish(f->sa, sum, f->sa_surv, &n_surv, err);
+        if (!rc) {
+            event(f, "secagg", 0, "secure sum of %s unmasked: %zu inputs", purpose_name(f->purpose),
+                  n_surv);
+            fl_secagg_server_free(f->sa);
+            f->sa = NULL;
+            secure_done(f, sum, f->sa_surv, n_surv, now_ms);
+        }
+        free(sum);
+        break;
+    }
+    default:
+        break;
+    }
+    if (rc) secure_failed(f, err[0] ? err : fl_strerror(rc), now_ms);
 }
 
 static int all_submitted(const fl_federation *f, int only_selected) {
@@ -625,6 +1025,12 @@ static int all_submitted(const fl_federation *f, int only_selected) {
     return 1;
 }
 
+static int all_secure_submitted(const fl_federation *f) {
+    for (int s = 1; s <= f->cfg.n_allowed; s++)
+        if (f->site[s].sa_in && !f->site[s].submitted) return 0;
+    return 1;
+}
+
 static void advance(fl_federation *f, int64_t now_ms) {
     int late = now_ms >= f->stage_deadline;
     switch (f->stage) {
@@ -633,7 +1039,10 @@ static void advance(fl_federation *f, int64_t now_ms) {
         if (n == f->cfg.n_allowed || (now_ms >= f->join_deadline && n >= f->cfg.min_sites)) {
             event(f, "start", 0, "%d of %d sites joined", n, f->cfg.n_allowed);
             if (f->round == 0 && !f->stats) {
-                begin_stage(f, FL_STAGE_STATS, now_ms);
+                if (f->cfg.secagg)
+                    begin_secure(f, FL_TASK_STATS, now_ms);
+                else
+                    begin_stage(f, FL_STAGE_STATS, now_ms);
             } else {
                 f->round++;
                 begin_train(f, now_ms);
@@ -650,6 +1059,12 @@ static void advance(fl_federation *f, int64_t now_ms) {
     case FL_STAGE_EVALUATE:
         if (late || all_submitted(f, 0)) finish_evaluate(f, now_ms);
         break;
+    case FL_STAGE_ADVERTISE_KEYS:
+    case FL_STAGE_SHARE_KEYS:
+    case FL_STAGE_MASKED_INPUT:
+    case FL_STAGE_UNMASK:
+        if (late || all_secure_submitted(f)) step_secure(f, now_ms);
+        break;
     default:
         break;
     }
@@ -657,10 +1072,27 @@ static void advance(fl_federation *f, int64_t now_ms) {
 
 int fl_fed_tick(fl_federation *f, int64_t now_ms) {
     int stage = f->stage, round = f->round;
+    uint32_t step = f->step;
     advance(f, now_ms);
-    return stage != f->stage || round != f->round;
+    return stage != f->stage || round != f->round || step != f->step;
 }
 
+int fl_fed_set_stats_len(fl_federation *f, int64_t n_stats, uint32_t n_cols, char err[FL_ERR_LEN]) {
+    if (n_stats < 1 || n_stats > (1 << 24))
+        return fl_seterr(err, FL_EINVAL, "statistics layout of %lld values", (long long)n_stats);
+    if (f->n_stats && f->n_stats != n_stats)
+        return fl_seterr(err, FL_EINVAL,
+                         "statistics layout of %lld values, the federation's has %lld (check the "
+                         "site's schema and [levels])",
+                         (long long)n_stats, (long long)f->n_stats);
+    f->n_stats = n_stats;
+    f->n_stats_cols = n_cols;
+    return FL_OK;
+}
+
+int fl_fed_purpose(const fl_federation *f) {
+    return f->purpose;
+}
 /* ------------------------------------------------------------- events */
 
 int fl_fed_join(fl_federation *f, const char *name, int64_t n_examples, int n_features,
@@ -722,6 +1154,8 @@ int fl_fed_poll(fl_federation *f, int site, fl_task *t, int64_t now_ms) {
     t->round = f->round;
     t->stage = f->stage;
     t->deadline_ms = f->stage_deadline;
+    t->step = f->step;
+    int work = 0; /* the model and statistics go with it */
     switch (f->stage) {
     case FL_STAGE_DONE:
         t->kind = FL_TASK_DONE;
@@ -730,15 +1164,46 @@ int fl_fed_poll(fl_federation *f, int site, fl_task *t, int64_t now_ms) {
         if (!ss->submitted) t->kind = FL_TASK_STATS;
         break;
     case FL_STAGE_TRAIN:
-        if (ss->selected && !ss->submitted) t->kind = FL_TASK_TRAIN;
+        if (ss->selected && !ss->submitted) t->kind = work = FL_TASK_TRAIN;
         break;
     case FL_STAGE_EVALUATE:
-        if (!ss->submitted) t->kind = FL_TASK_EVALUATE;
+        if (!ss->submitted) t->kind = work = FL_TASK_EVALUATE;
+        break;
+    case FL_STAGE_ADVERTISE_KEYS:
+        if (ss->sa_in && !ss->submitted) t->kind = FL_TASK_ADVERTISE_KEYS;
+        break;
+    case FL_STAGE_SHARE_KEYS:
+        if (ss->sa_in && !ss->submitted) {
+            t->kind = FL_TASK_SHARE_KEYS;
+            fl_secagg_server_keys_for(f->sa, (uint32_t)site, &t->peer_keys, &t->n_peer_keys);
+        }
+        break;
+    case FL_STAGE_MASKED_INPUT:
+        if (ss->sa_in && !ss->submitted) {
+            t->kind = FL_TASK_MASKED_INPUT;
+            fl_secagg_server_shares_for(f->sa, (uint32_t)site, &t->cts, &t->n_cts);
+            if (f->purpose == FL_TASK_TRAIN)
+                t->sa_weight = (double)ss->n_examples / f->sa_weight_total;
+            if (f->purpose != FL_TASK_STATS) work = f->purpose;
+        }
+        break;
+    case FL_STAGE_UNMASK:
+        if (ss->sa_in && !ss->submitted) {
+            t->kind = FL_TASK_UNMASK;
+            fl_secagg_server_unmask_request(f->sa, (uint32_t)site, f->sa_surv, &t->n_survivors,
+                                            f->sa_drop, &t->n_dropped);
+            t->survivors = f->sa_surv;
+            t->dropped = f->sa_drop;
+        }
         break;
     default:
         break;
     }
-    if (t->kind == FL_TASK_TRAIN || t->kind == FL_TASK_EVALUATE) {
+    if (t->kind >= FL_TASK_ADVERTISE_KEYS) {
+        t->purpose = f->purpose;
+        t->sa = &f->sa_p;
+    }
+    if (work) {
         t->model = f->model;
         t->model_len = f->model_len;
         t->model_sha256 = f->sha;
@@ -764,13 +1229,78 @@ static int refuse(fl_federation *f, int site, int code, char *err, const char *f
     return code;
 }
 
+/* A TRAIN outcome's bookkeeping shared by the plain and the masked path:
+ * a refusal, or the site's privacy spend. Returns 1 for a refusal. */
+static int train_outcome(fl_federation *f, int site, const fl_result *r) {
+    site_state *ss = &f->site[site];
+    double eps = isfinite(r->epsilon) && r->epsilon > 0 ? r->epsilon : NAN;
+    ss->epsilon = eps;
+    if (r->refused) {
+        ss->refused = 1;
+        snprintf(ss->reason, sizeof ss->reason, "%s", r->reason ? r->reason : "refused");
+        event(f, "refusal", site, "the site declined the round: %s", ss->reason);
+        if (isfinite(eps)) event(f, "privacy", site, "epsilon %.6g spent, refused", eps);
+        return 1;
+    }
+    ss->train_loss = r->train_loss;
+    if (isfinite(eps)) event(f, "privacy", site, "epsilon %.6g spent after this round", eps);
+    return 0;
+}
+
+/* ADVERTISE_KEYS .. UNMASK results, into the secure sum. */
+static int submit_secure(fl_federation *f, int site, const fl_result *r, char *err) {
+    site_state *ss = &f->site[site];
+    char e[FL_ERR_LEN] = "";
+    int rc = FL_OK;
+    if (!ss->sa_in)
+        return refuse(f, site, FL_EPROTO, err, "not a participant of this %s stage",
+                      fl_stage_name(f->stage));
+    if (r->step != f->step)
+        return refuse(f, site, FL_EPROTO, err, "step %u, expected %u (stale or replayed)", r->step,
+                      f->step);
+    switch (r->kind) {
+    case FL_TASK_ADVERTISE_KEYS: {
+        if (!r->keys) return refuse(f, site, FL_EINVAL, err, "no keys");
+        fl_secagg_peer_keys k = *r->keys;
+        k.site = (uint32_t)site;
+        rc = fl_secagg_server_advertise(f->sa, &k, e);
+        break;
+    }
+    case FL_TASK_SHARE_KEYS:
+        rc = fl_secagg_server_shares(f->sa, (uint32_t)site, r->cts, r->n_cts, e);
+        break;
+    case FL_TASK_MASKED_INPUT:
+        if (f->purpose == FL_TASK_TRAIN && r->refused) {
+            train_outcome(f, site, r);
+            return FL_OK;
+        }
+        if (r->n_masked != f->sa_p.d)
+            return refuse(f, site, FL_EINVAL, err, "masked vector of %llu words, expected %llu",
+                          (unsigned long long)r->n_masked, (unsigned long long)f->sa_p.d);
+        rc = fl_secagg_server_masked(f->sa, (uint32_t)site, r->masked, e);
+        if (!rc && f->purpose == FL_TASK_TRAIN) {
+            train_outcome(f, site, r);
+            ss->completed = 1;
+        }
+        break;
+    case FL_TASK_UNMASK:
+        rc = fl_secagg_server_reveal(f->sa, (uint32_t)site, r->reveals, r->n_reveals, e);
+        break;
+    default:
+        rc = FL_EPROTO;
+    }
+    if (rc) return refuse(f, site, rc, err, "%s", e[0] ? e : fl_strerror(rc));
+    return FL_OK;
+}
+
 int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms,
                   char err[FL_ERR_LEN]) {
     if (site < 1 || site > f->cfg.n_allowed || !f->site[site].joined)
         return fl_seterr(err, FL_EAUTH, "submit from a site that has not joined");
     site_state *ss = &f->site[site];
-    static const int expected[] = {FL_TASK_NONE, FL_TASK_STATS, FL_TASK_TRAIN, FL_TASK_EVALUATE,
-                                   FL_TASK_NONE};
+    static const int expected[] = {FL_TASK_NONE,       FL_TASK_STATS,        FL_TASK_TRAIN,
+                                   FL_TASK_EVALUATE,   FL_TASK_NONE,         FL_TASK_ADVERTISE_KEYS,
+                                   FL_TASK_SHARE_KEYS, FL_TASK_MASKED_INPUT, FL_TASK_UNMASK};
     if (r->round != f->round)
         return refuse(f, site, FL_EPROTO, err, "round %d, expected %d (stale or replayed)",
                       r->round, f->round);
@@ -782,6 +1312,7 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
                       fl_stage_name(f->stage), f->round);
     if (f->stage == FL_STAGE_TRAIN && !ss->selected)
         return refuse(f, site, FL_EPROTO, err, "not selected for round %d", f->round);
+    int rc = FL_OK;
     switch (r->kind) {
     case FL_TASK_STATS: {
         if (r->n_stats < 1 || r->n_stats > (1 << 24) || (f->n_stats && r->n_stats != f->n_stats))
@@ -805,13 +1336,8 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
         break;
     }
     case FL_TASK_TRAIN: {
-        double eps = isfinite(r->epsilon) && r->epsilon > 0 ? r->epsilon : NAN;
         if (r->refused) {
-            ss->refused = 1;
-            ss->epsilon = eps;
-            snprintf(ss->reason, sizeof ss->reason, "%s", r->reason ? r->reason : "refused");
-            event(f, "refusal", site, "the site declined the round: %s", ss->reason);
-            if (isfinite(eps)) event(f, "privacy", site, "epsilon %.6g spent, refused", eps);
+            train_outcome(f, site, r);
             break;
         }
         if (r->n_params != f->n_params)
@@ -830,9 +1356,8 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
         free(ss->delta);
         ss->delta = copy;
         ss->n_examples = r->n_examples;
-        ss->train_loss = r->train_loss;
-        ss->epsilon = eps;
-        if (isfinite(eps)) event(f, "privacy", site, "epsilon %.6g spent after this round", eps);
+        ss->completed = 1;
+        train_outcome(f, site, r);
         break;
     }
     case FL_TASK_EVALUATE: {
@@ -842,12 +1367,22 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
         if (r->hist && r->hist_bins != f->cfg.hist_bins)
             return refuse(f, site, FL_EINVAL, err, "histogram of %d bins, expected %d",
                           r->hist_bins, f->cfg.hist_bins);
+        if (f->cfg.n_fairness && r->fairness && r->n_fairness != f->cfg.n_fairness)
+            return refuse(f, site, FL_EINVAL, err, "fairness counts: %lld, expected %lld",
+                          (long long)r->n_fairness, (long long)f->cfg.n_fairness);
         free(ss->hist);
         ss->hist = NULL;
+        free(ss->fairness);
+        ss->fairness = NULL;
         if (r->hist) {
             ss->hist = malloc(2 * (size_t)r->hist_bins * sizeof(uint64_t));
             if (!ss->hist) return FL_ENOMEM;
             memcpy(ss->hist, r->hist, 2 * (size_t)r->hist_bins * sizeof(uint64_t));
+        }
+        if (f->cfg.n_fairness && r->fairness) {
+            ss->fairness = malloc((size_t)f->cfg.n_fairness * sizeof(uint64_t));
+            if (!ss->fairness) return FL_ENOMEM;
+            memcpy(ss->fairness, r->fairness, (size_t)f->cfg.n_fairness * sizeof(uint64_t));
         }
         ss->loss_sum = r->loss_sum;
         ss->correct = r->correct;
@@ -855,7 +1390,8 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
         break;
     }
     default:
-        break;
+        rc = submit_secure(f, site, r, err);
+        if (rc) return rc;
     }
     ss->submitted = 1;
     advance(f, now_ms);

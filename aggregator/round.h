@@ -29,6 +29,7 @@
 #include "aggregator/store.h"
 #include "aggregator/strategy.h"
 #include "core/model.h"
+#include "crypto/secagg.h"
 
 #define FL_MAX_SITES 256
 #define FL_NAME_LEN 64
@@ -40,6 +41,12 @@ enum fl_stage {
     FL_STAGE_TRAIN,
     FL_STAGE_EVALUATE,
     FL_STAGE_DONE,
+    /* A secure sum (DESIGN.md §9), of statistics, training updates or
+     * evaluation counts (fl_fed_purpose): */
+    FL_STAGE_ADVERTISE_KEYS,
+    FL_STAGE_SHARE_KEYS,
+    FL_STAGE_MASKED_INPUT,
+    FL_STAGE_UNMASK,
 };
 
 enum fl_task_kind {
@@ -47,7 +54,11 @@ enum fl_task_kind {
     FL_TASK_STATS,
     FL_TASK_TRAIN,
     FL_TASK_EVALUATE,
-    FL_TASK_DONE
+    FL_TASK_DONE,
+    FL_TASK_ADVERTISE_KEYS,
+    FL_TASK_SHARE_KEYS,
+    FL_TASK_MASKED_INPUT,
+    FL_TASK_UNMASK,
 };
 
 typedef struct fl_fed_config {
@@ -69,6 +80,27 @@ typedef struct fl_fed_config {
      * (docs/privacy.md); each site enforces its own budget and may refuse. */
     int dp_record;                                      /* 0 = no DP */
     double dp_noise, dp_clip, dp_delta, dp_max_epsilon; /* max_epsilon 0 = sites' own caps */
+    /* [secagg]: statistics, updates and evaluation sums go through secure
+     * aggregation (crypto/secagg.h); strategies median and trimmed_mean
+     * need the individual updates and are refused with it. */
+    int secagg;
+    double sa_threshold; /* fraction of a site's neighbours needed to unmask it */
+    int sa_neighbors;    /* 0 = every participant */
+    double sa_clip;      /* clip range of an update's values before weighting */
+    uint32_t sa_levels;  /* quantization levels over [-clip, clip] */
+    /* [fairness]: per-group counts with every evaluation (core/fairness.h);
+     * n_fairness = 0 turns it off. The layout object is the caller's. */
+    int64_t n_fairness;
+    char fairness_intersections[256];
+    double fairness_threshold;
+    int fairness_bins;
+    /* From the summed counts and the sums of the sites' accuracy and its
+     * square over `sites` sites, the audit's JSON (*json malloc'd) and the
+     * number of alerts it raised, each recorded as a "fairness_alert" event
+     * with its text in alerts (malloc'd, newline-separated, may be NULL). */
+    int (*fairness_compute)(void *ctx, char **json, char **alerts, const uint64_t *counts,
+                            double acc_sum, double acc_sumsq, int64_t sites);
+    void *fairness_ctx;
 } fl_fed_config;
 
 void fl_fed_config_default(fl_fed_config *cfg);
@@ -87,6 +119,19 @@ typedef struct fl_task {
     int64_t n_stats;
     uint64_t seed; /* TRAIN: the site's training seed for this round */
     double prox_mu;
+    uint32_t step; /* stage instance, echoed by the site's result */
+    /* Secure-aggregation stages. purpose: FL_TASK_STATS, _TRAIN or
+     * _EVALUATE, what the secure sum is of (MASKED_INPUT carries that
+     * task's inputs as above). */
+    int purpose;
+    const fl_secagg_params *sa;
+    double sa_weight;                     /* MASKED_INPUT of TRAIN */
+    const fl_secagg_peer_keys *peer_keys; /* SHARE_KEYS */
+    size_t n_peer_keys;
+    const fl_secagg_ct *cts; /* MASKED_INPUT: addressed to this site */
+    size_t n_cts;
+    const uint32_t *survivors, *dropped; /* UNMASK */
+    size_t n_survivors, n_dropped;
 } fl_task;
 
 /* A site's result. Only the fields of its kind are read. */
@@ -112,6 +157,19 @@ typedef struct fl_result {
     const uint64_t
         *hist; /* (2, hist_bins) binary tasks: negatives then positives; NULL otherwise */
     int hist_bins;
+    const uint64_t *fairness; /* (n_fairness) per-group counts; NULL = none */
+    int64_t n_fairness;
+    /* Secure-aggregation stages (kind FL_TASK_ADVERTISE_KEYS ..): step as in
+     * the task. MASKED_INPUT of TRAIN also carries n_examples, train_loss,
+     * epsilon, refused and reason above (a refusal has no masked vector). */
+    uint32_t step;
+    const fl_secagg_peer_keys *keys; /* ADVERTISE_KEYS (site field ignored) */
+    const fl_secagg_ct *cts;         /* SHARE_KEYS, peer = recipient */
+    size_t n_cts;
+    const uint32_t *masked; /* MASKED_INPUT, (n_masked) words */
+    uint64_t n_masked;
+    const fl_secagg_reveal *reveals; /* UNMASK */
+    size_t n_reveals;
 } fl_result;
 
 typedef struct fl_round_metrics {
@@ -165,6 +223,15 @@ const fl_fed_config *fl_fed_get_config(const fl_federation *f);
 void fl_fed_count_bytes(fl_federation *f, double in, double out);
 /* Records a refused or rejected call in the audit log. */
 void fl_fed_audit(fl_federation *f, const char *kind, const char *site, const char *detail);
+
+/* The statistics vector's length, from the layout a site states at Join
+ * (public: it follows from the schema). Needed before a secure sum of
+ * statistics; FL_EINVAL if it differs from the one already set. */
+int fl_fed_set_stats_len(fl_federation *f, int64_t n_stats, uint32_t n_cols, char err[FL_ERR_LEN]);
+
+/* The purpose of the secure sum in flight (FL_TASK_STATS / _TRAIN /
+ * _EVALUATE), or FL_TASK_NONE. */
+int fl_fed_purpose(const fl_federation *f);
 
 /* Why the federation ended before its last round (every site's privacy
  * budget spent), or NULL. */

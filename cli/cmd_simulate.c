@@ -746,6 +746,26 @@ static int dropout_round(const sim_result *res, const fl_sim_fault *f) {
     return 0;
 }
 
+/* The fairness audit of the last round that has one (the aggregator's
+ * fairness table, aggregator/store.h), or NULL. */
+static cJSON *fairness_json(const char *dir) {
+    char path[FL_PATH_LEN];
+    wpath(path, dir, "aggregator.db");
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    cJSON *out = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT round, metrics FROM fairness ORDER BY round DESC LIMIT 1",
+                           -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        out = cJSON_Parse((const char *)sqlite3_column_text(s, 1));
+        if (out) cJSON_AddNumberToObject(out, "round", sqlite3_column_int(s, 0));
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return out;
+}
+
 /* The record-level DP summary: the federation's settings and each site's
  * ledger (its cap is federation.ini's max_epsilon, copied into client.ini). */
 static void privacy_json(cJSON *pv, const sim_result *res, const fl_sim_config *c) {
@@ -831,11 +851,20 @@ static cJSON *result_json(const sim_run *r, const sim_result *res, const sim_dat
         cJSON_AddStringToObject(pv, "mode", "none");
     }
     cJSON *sa = cJSON_AddObjectToObject(j, "secagg");
-    cJSON_AddBoolToObject(sa, "enabled", 0);
+    cJSON_AddBoolToObject(sa, "enabled", c->secagg_enabled);
     if (c->secagg_enabled) {
-        cJSON_AddBoolToObject(sa, "requested", 1);
-        cJSON_AddBoolToObject(sa, "implemented", 0);
+        double th = 0.66;
+        long nb = 0;
+        fl_ini_get_double(&th, &c->ini, "secagg", "threshold", 0.66, 0.0, 1.0, NULL);
+        fl_ini_get_int(&nb, &c->ini, "secagg", "neighbors", 0, 0, FL_SIM_MAX_SITES, NULL);
+        cJSON_AddNumberToObject(sa, "threshold", th);
+        cJSON_AddNumberToObject(sa, "neighbors", (double)nb);
     }
+    cJSON *fair = fairness_json(r->dir);
+    if (fair)
+        cJSON_AddItemToObject(j, "fairness", fair);
+    else
+        cJSON_AddNullToObject(j, "fairness");
     cJSON *fa = cJSON_AddArrayToObject(j, "faults");
     for (int i = 0; i < c->n_faults; i++) {
         const fl_sim_fault *x = &c->faults[i];
@@ -921,15 +950,13 @@ static void warn_unimplemented(const fl_sim_config *c) {
         fl_warn("[privacy] mode = %s is not implemented in the federation yet: this run trains "
                 "without differential privacy",
                 c->privacy_mode);
-    if (c->secagg_enabled)
-        fl_warn("[secagg] enabled = true is not implemented in the federation yet: this run sends "
-                "updates without secure aggregation");
     int killed = 0;
     for (int i = 0; i < c->n_faults; i++) {
         if (!c->faults[i].exists)
-            fl_warn("[faults] kill_site = %d@%d:%s: the %s stage arrives with secure aggregation; "
-                    "this fault will not fire",
-                    c->faults[i].site, c->faults[i].round, c->faults[i].stage, c->faults[i].stage);
+            fl_warn("[faults] kill_site = %d@%d:%s: a federation %s secure aggregation has no %s "
+                    "stage; this fault will not fire",
+                    c->faults[i].site, c->faults[i].round, c->faults[i].stage,
+                    c->secagg_enabled ? "with" : "without", c->faults[i].stage);
         else
             killed++;
     }

@@ -16,8 +16,8 @@
 #include "core/train.h"
 #include "kernels/backend.h"
 
-static const char *const SECTIONS[] = {"federation", "data",   "model",  "train",
-                                       "privacy",    "secagg", "faults", NULL};
+static const char *const SECTIONS[] = {"federation", "data",   "model",    "train", "privacy",
+                                       "secagg",     "faults", "fairness", NULL};
 static const char *const FED_KEYS[] = {
     "sites",     "rounds", "partition", "seed",         "strategy",      "min_sites", "fraction",
     "server_lr", "trim",   "prox_mu",   "join_timeout", "stage_timeout", "device",    NULL};
@@ -25,11 +25,27 @@ static const char *const DATA_KEYS[] = {"csv", "schema", "test_fraction", "val_f
 static const char *const MODEL_KEYS[] = {"type", NULL};
 static const char *const PRIVACY_KEYS[] = {"mode",  "noise_multiplier", "clip",
                                            "delta", "max_epsilon",      NULL};
-static const char *const SECAGG_KEYS[] = {"enabled", "threshold", "neighbors", NULL};
+static const char *const SECAGG_KEYS[] = {"enabled",    "threshold",          "neighbors",
+                                          "clip_range", "quantization_range", NULL};
+/* [fairness] is written through to aggregator.ini (aggregator/config.h). */
+static const char *const FAIRNESS_KEYS[] = {"intersections",
+                                            "threshold",
+                                            "bins",
+                                            "min_group_count",
+                                            "max_demographic_parity_difference",
+                                            "min_demographic_parity_ratio",
+                                            "max_equalized_odds_difference",
+                                            "min_equalized_odds_ratio",
+                                            "max_equal_opportunity_difference",
+                                            "max_average_odds_difference",
+                                            "min_disparate_impact",
+                                            "max_generalized_entropy_index",
+                                            "max_theil_index",
+                                            NULL};
 static const char *const FAULT_KEYS[] = {"kill_site", NULL};
 
-/* The stages a fault may name: the ones the aggregator runs today, then the
- * secure-aggregation stages of DESIGN.md §6 that arrive with SecAgg+. */
+/* The stages a fault may name: those of a federation without secure
+ * aggregation, then those of one with it (DESIGN.md §6). */
 static const char *const STAGES_NOW[] = {"STATS", "TRAIN", "EVALUATE", NULL};
 static const char *const STAGES_LATER[] = {"ADVERTISE_KEYS", "SHARE_KEYS", "MASKED_INPUT", "UNMASK",
                                            NULL};
@@ -140,7 +156,7 @@ static int parse_fault(fl_sim_fault *f, const fl_sim_config *c, const char *text
     f->site = site;
     f->round = round;
     snprintf(f->stage, sizeof f->stage, "%s", stage);
-    f->exists = in_list(STAGES_NOW, stage);
+    f->exists = in_list(c->secagg_enabled ? STAGES_LATER : STAGES_NOW, stage);
     return FL_OK;
 }
 
@@ -209,7 +225,7 @@ static int check_sections(const fl_sim_config *c, char *err) {
         if (!in_list(SECTIONS, c->ini.sections[i]))
             return fl_seterr(err, FL_EINVAL,
                              "%s:%d: unknown section [%s] (expected federation, data, model, "
-                             "train, privacy, secagg or faults)",
+                             "train, privacy, secagg, fairness or faults)",
                              c->path, section_line(c->path, c->ini.sections[i]),
                              c->ini.sections[i]);
     for (int i = 0; i < c->ini.n_entries; i++)
@@ -222,6 +238,7 @@ static int check_sections(const fl_sim_config *c, char *err) {
     if (!rc) rc = fl_ini_check_keys(&c->ini, "privacy", PRIVACY_KEYS, err);
     if (!rc) rc = fl_ini_check_keys(&c->ini, "secagg", SECAGG_KEYS, err);
     if (!rc) rc = fl_ini_check_keys(&c->ini, "faults", FAULT_KEYS, err);
+    if (!rc) rc = fl_ini_check_keys(&c->ini, "fairness", FAIRNESS_KEYS, err);
     return rc;
 }
 
@@ -340,7 +357,7 @@ static int load_privacy_secagg(fl_sim_config *c, char *err) {
     if (!rc && fl_ini_find(ini, "privacy", "max_epsilon"))
         rc = get_open(&d, c, "privacy", "max_epsilon", 3.0, 0.0, 1e6, err);
     if (!rc) rc = fl_ini_get_bool(&c->secagg_enabled, ini, "secagg", "enabled", 0, err);
-    if (!rc) rc = fl_ini_get_double(&d, ini, "secagg", "threshold", 0.66, 1e-6, 1.0, err);
+    if (!rc) rc = fl_ini_get_double(&d, ini, "secagg", "threshold", 0.66, 0.5000001, 1.0, err);
     if (!rc) rc = fl_ini_get_int(&v, ini, "secagg", "neighbors", 0, 0, FL_SIM_MAX_SITES, err);
     return rc;
 }
@@ -432,6 +449,12 @@ int fl_sim_write_aggregator_ini(const fl_sim_config *c, const char *path, char e
      * such a run trains without DP (cmd_simulate.c warns). */
     if (strcmp(c->privacy_mode, "site")) write_through(f, &c->ini, "privacy");
     write_through(f, &c->ini, "secagg");
+    /* The fairness audit runs on the sites' schema (sensitive and [groups]);
+     * without sensitive attributes the aggregator audits nothing. */
+    fprintf(f, "[fairness]\nschema = sites/site.schema.ini\n");
+    for (int i = 0; i < c->ini.n_entries; i++)
+        if (!strcmp(c->ini.entries[i].section, "fairness"))
+            fprintf(f, "%s = %s\n", c->ini.entries[i].key, c->ini.entries[i].value);
     return finish_file(f, path, err);
 }
 

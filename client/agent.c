@@ -44,8 +44,12 @@
 #include "client/site.h"
 #include "core/accountant.h"
 #include "core/ini.h"
-#include "crypto/dpsource.h"
+#include "core/fairness.h"
 #include "core/log.h"
+#include "crypto/dpsource.h"
+#include "crypto/pki.h"
+#include "crypto/secagg.h"
+#include "crypto/secagg_vec.h"
 #include "net/rpc.h"
 #include "proto/wire.h"
 #include "proto/wire_stats.h"
@@ -85,6 +89,22 @@ typedef struct agent {
     uint8_t model_sha[32];
     double compute_ms; /* since the last state_record */
     int64_t bytes_up, bytes_down;
+    uint32_t site_id;  /* the aggregator's number for this site (Join) */
+    fl_signer *signer; /* the certificate key: signs secure-aggregation keys */
+    fl_csprng *rng;    /* stochastic rounding of masked updates */
+    /* The secure sum in progress (DESIGN.md §9), or NULL. */
+    fl_secagg_client *sa;
+    uint64_t sa_session;
+    uint32_t sa_ids[FL_SECAGG_MAX_SITES];
+    /* A secure-aggregation task this site could not do (its state is gone, a
+     * peer's signature failed, ...): skipped until the stage moves on. */
+    uint64_t skip_round;
+    uint32_t skip_step;
+    int skipping;
+    /* The fairness audit's layout, built from the schema when a task asks. */
+    fl_fairness_layout fair;
+    char fair_spec[FL_WIRE_REASON_LEN];
+    int have_fair;
 } agent;
 
 static volatile sig_atomic_t g_stop;
@@ -242,6 +262,15 @@ static int join(agent *A, char *err) {
     j.n_examples = (uint64_t)A->site.n_train;
     j.n_features = (uint32_t)fl_site_features(&A->site);
     j.n_classes = (uint32_t)fl_site_classes(&A->site);
+    /* The statistics layout, public (it follows from the schema): lets the
+     * aggregator size a secure sum of statistics. */
+    uint32_t off[FL_WIRE_MAX_COLUMNS + 1];
+    int nc = fl_site_n_cols(&A->site);
+    if (nc >= 1 && nc <= (int)FL_WIRE_MAX_COLUMNS) {
+        fl_site_level_offsets(&A->site, off);
+        j.n_level_offsets = (uint32_t)nc + 1;
+        j.level_offsets = off;
+    }
     uint8_t *req, *resp = NULL;
     size_t len, rlen;
     int status, rc = fl_wire_pack_join(&req, &len, &j, err);
@@ -255,6 +284,7 @@ static int join(agent *A, char *err) {
     if (rc) return rc;
     snprintf(A->federation_id, sizeof A->federation_id, "%s", r.federation_id);
     A->n_params = r.n_params;
+    A->site_id = r.site_id;
     fl_info("joined federation '%s' as site %u: model %s, %llu parameters, %u rounds",
             r.federation_id, r.site_id, r.model_spec, (unsigned long long)r.n_params, r.rounds);
     fl_wire_join_response_free(&r);
@@ -511,30 +541,303 @@ static int send_refusal(agent *A, const fl_wire_task *t, const char *reason, dou
     return rc;
 }
 
+/* ------------------------------------------------------ secure aggregation */
+
+/* A secure-aggregation task this site cannot do (no state for it, a peer's
+ * bad signature, too few neighbours): it drops out of this secure sum, which
+ * the protocol tolerates, and keeps polling. The task stays on offer until
+ * the stage ends, so it is remembered and skipped rather than retried. */
+static int sa_skip(agent *A, const fl_wire_task *t, int rc, const char *why) {
+    fl_warn("secure aggregation, %s of round %llu: dropping out of this secure sum: %s (%s)",
+            fl_wire_task_kind_name((int)t->kind), (unsigned long long)t->round, why,
+            fl_strerror(rc));
+    fl_secagg_client_free(A->sa);
+    A->sa = NULL;
+    A->skipping = 1;
+    A->skip_round = t->round;
+    A->skip_step = t->step;
+    state_record(A, t->round, fl_wire_task_kind_name((int)t->kind), 0, "dropped out");
+    return FL_OK;
+}
+
+/* This task continues the secure sum this site holds state for. */
+static int sa_current(const agent *A, const fl_wire_task *t) {
+    return A->sa && t->secagg.session == A->sa_session;
+}
+
+/* Masks y (d words) with the shares the task forwards. */
+static int sa_mask(agent *A, const fl_wire_task *t, uint32_t *y, char *err) {
+    fl_secagg_ct *cts = calloc(t->n_shares ? t->n_shares : 1, sizeof *cts);
+    if (!cts) return fl_seterr(err, FL_ENOMEM, "out of memory");
+    int rc = FL_OK;
+    for (uint32_t i = 0; i < t->n_shares && !rc; i++) {
+        if (t->shares[i].len != FL_SECAGG_CT_BYTES)
+            rc = fl_seterr(err, FL_EPROTO, "Task.masked_input.shares[%u]: %u bytes, expected %d", i,
+                           t->shares[i].len, FL_SECAGG_CT_BYTES);
+        cts[i].peer = t->shares[i].peer;
+        memcpy(cts[i].ct, t->shares[i].data, FL_SECAGG_CT_BYTES);
+    }
+    if (!rc) rc = fl_secagg_client_mask(A->sa, y, cts, t->n_shares, err);
+    free(cts);
+    return rc;
+}
+
+/* int64 values as limbs (fl_secagg_encode_i64), masked: *out malloc'd. */
+static int sa_mask_i64(agent *A, const fl_wire_task *t, uint32_t **out, const int64_t *v, int64_t n,
+                       char *err) {
+    uint64_t d = (uint64_t)n * FL_SECAGG_I64_WORDS;
+    *out = NULL;
+    if (d != t->secagg.vector_words)
+        return fl_seterr(err, FL_EPROTO,
+                         "secure sum of %llu words, this site's vector has %llu (layouts differ)",
+                         (unsigned long long)t->secagg.vector_words, (unsigned long long)d);
+    uint32_t *y = malloc(d * sizeof *y);
+    if (!y) return fl_seterr(err, FL_ENOMEM, "out of memory");
+    fl_secagg_encode_i64(y, v, (size_t)n);
+    int rc = sa_mask(A, t, y, err);
+    if (rc) {
+        free(y);
+        return rc;
+    }
+    *out = y;
+    return FL_OK;
+}
+
+static int do_advertise(agent *A, const fl_wire_task *t, char *err) {
+    fl_secagg_client_free(A->sa);
+    A->sa = NULL;
+    const fl_wire_secagg_config *c = &t->secagg;
+    fl_secagg_params p;
+    memset(&p, 0, sizeof p);
+    memcpy(A->sa_ids, c->participants, c->n_participants * sizeof(uint32_t));
+    p.federation_id = A->federation_id;
+    p.round = c->session;
+    p.graph_seed = c->graph_seed;
+    p.ids = A->sa_ids;
+    p.n = c->n_participants;
+    p.degree = fl_secagg_degree(p.n, c->neighbors);
+    /* The threshold follows from the federation's fraction: a site never
+     * accepts a lower one from the aggregator. */
+    p.threshold = fl_secagg_threshold(p.degree, c->threshold);
+    p.d = c->vector_words;
+    if (c->threshold_count != p.threshold) {
+        fl_seterr(err, FL_EPROTO, "the aggregator asks for threshold %u, %g of %u neighbours is %u",
+                  c->threshold_count, c->threshold, p.degree, p.threshold);
+        return sa_skip(A, t, FL_EPROTO, err);
+    }
+    uint8_t enc[FL_SECAGG_KEY_BYTES], mask[FL_SECAGG_KEY_BYTES], msg[FL_SECAGG_ADVERT_MAX];
+    int rc = fl_secagg_client_new(&A->sa, &p, A->site_id, NULL, err);
+    if (!rc) rc = fl_secagg_client_advertise(A->sa, enc, mask, err);
+    if (rc) return sa_skip(A, t, rc, err);
+    A->sa_session = p.round;
+    size_t ml = fl_secagg_advert_message(msg, A->federation_id, p.round, A->site_id, enc, mask);
+    fl_wire_submit m;
+    submit_base(&m, A, t);
+    m.result = FL_WIRE_RESULT_KEYS;
+    memcpy(m.keys.enc_pk, enc, sizeof enc);
+    memcpy(m.keys.mask_pk, mask, sizeof mask);
+    size_t sl = 0;
+    if ((rc = fl_signer_sign(A->signer, m.keys.signature, &sl, msg, ml, err))) return rc;
+    m.keys.signature_len = (uint32_t)sl;
+    rc = send_submit(A, &m, err);
+    state_record(A, t->round, "ADVERTISE_KEYS", 0, rc ? "failed" : "submitted");
+    return rc;
+}
+
+static int do_share_keys(agent *A, const fl_wire_task *t, char *err) {
+    if (!sa_current(A, t)) return sa_skip(A, t, FL_ESTATE, "no keys advertised for it");
+    uint32_t n = t->n_site_keys;
+    fl_secagg_peer_keys *peers = calloc(n, sizeof *peers);
+    fl_secagg_ct *cts = calloc(n, sizeof *cts);
+    fl_wire_share *sh = calloc(n, sizeof *sh);
+    int rc = peers && cts && sh ? FL_OK : fl_seterr(err, FL_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        const fl_wire_site_keys *k = &t->site_keys[i];
+        char name[FL_PKI_NAME_MAX], e[FL_ERR_LEN];
+        int role = 0;
+        /* The peer's certificate must come from the federation's CA and
+         * carry the client role: only then does its signature mean that
+         * site, and not the aggregator, made these keys. */
+        rc =
+            fl_pki_verify_cert((const char *)k->cert, k->cert_len, A->cfg.ca, NULL, name, &role, e);
+        if (!rc && role != FL_ROLE_CLIENT) rc = FL_EAUTH;
+        if (rc) {
+            fl_seterr(err, rc, "site %u's certificate is refused: %s", k->site_id,
+                      role != FL_ROLE_CLIENT && !e[0] ? "not a client" : e);
+            break;
+        }
+        peers[i] = (fl_secagg_peer_keys){.site = k->site_id,
+                                         .sig = k->keys.signature,
+                                         .sig_len = k->keys.signature_len,
+                                         .cert_pem = (const char *)k->cert,
+                                         .cert_len = k->cert_len};
+        memcpy(peers[i].enc_pk, k->keys.enc_pk, FL_SECAGG_KEY_BYTES);
+        memcpy(peers[i].mask_pk, k->keys.mask_pk, FL_SECAGG_KEY_BYTES);
+    }
+    if (!rc) rc = fl_secagg_client_share(A->sa, cts, peers, n, err);
+    if (rc && rc != FL_ENOMEM) {
+        free(peers);
+        free(cts);
+        free(sh);
+        return sa_skip(A, t, rc, err);
+    }
+    if (!rc) {
+        for (uint32_t i = 0; i < n; i++) {
+            sh[i].peer = cts[i].peer;
+            sh[i].len = FL_SECAGG_CT_BYTES;
+            memcpy(sh[i].data, cts[i].ct, FL_SECAGG_CT_BYTES);
+        }
+        fl_wire_submit m;
+        submit_base(&m, A, t);
+        m.result = FL_WIRE_RESULT_SHARES;
+        m.shares.n = n;
+        m.shares.shares = sh;
+        rc = send_submit(A, &m, err);
+        state_record(A, t->round, "SHARE_KEYS", 0, rc ? "failed" : "submitted");
+    }
+    free(peers);
+    free(cts);
+    free(sh);
+    return rc;
+}
+
+static int do_unmask(agent *A, const fl_wire_task *t, char *err) {
+    if (!sa_current(A, t)) return sa_skip(A, t, FL_ESTATE, "no masked input for it");
+    size_t n = (size_t)t->n_survivors + t->n_dropped, got = 0;
+    fl_secagg_reveal *rev = calloc(n ? n : 1, sizeof *rev);
+    fl_wire_share *seed = calloc(n ? n : 1, sizeof *seed), *key = calloc(n ? n : 1, sizeof *key);
+    int rc = rev && seed && key ? FL_OK : fl_seterr(err, FL_ENOMEM, "out of memory");
+    if (!rc)
+        rc = fl_secagg_client_unmask(A->sa, rev, &got, t->survivors, t->n_survivors, t->dropped,
+                                     t->n_dropped, err);
+    if (rc && rc != FL_ENOMEM) {
+        free(rev);
+        free(seed);
+        free(key);
+        return sa_skip(A, t, rc, err);
+    }
+    uint32_t ns = 0, nk = 0;
+    for (size_t i = 0; !rc && i < got; i++) {
+        fl_wire_share *w = rev[i].kind == FL_SECAGG_SEED ? &seed[ns++] : &key[nk++];
+        w->peer = rev[i].peer;
+        w->len = FL_SECAGG_SHARE_BYTES;
+        memcpy(w->data, rev[i].share, FL_SECAGG_SHARE_BYTES);
+    }
+    if (!rc) {
+        fl_wire_submit m;
+        submit_base(&m, A, t);
+        m.result = FL_WIRE_RESULT_UNMASK;
+        m.unmask.seed_shares = (fl_wire_share_list){ns, seed};
+        m.unmask.key_shares = (fl_wire_share_list){nk, key};
+        rc = send_submit(A, &m, err);
+        state_record(A, t->round, "UNMASK", 0, rc ? "failed" : "submitted");
+    }
+    /* Shares of other sites' secrets: wiped once sent. */
+    if (rev) sodium_memzero(rev, n * sizeof *rev);
+    if (seed) sodium_memzero(seed, n * sizeof *seed);
+    if (key) sodium_memzero(key, n * sizeof *key);
+    free(rev);
+    free(seed);
+    free(key);
+    fl_secagg_client_free(A->sa);
+    A->sa = NULL;
+    return rc;
+}
+
+/* ------------------------------------------------------------ tasks */
+
 static int do_stats(agent *A, const fl_wire_task *t, char *err) {
+    int masked = t->kind == FL_WIRE_TASK_MASKED_INPUT;
+    if (masked && !sa_current(A, t)) return sa_skip(A, t, FL_ESTATE, "no shares for it");
     double *v;
     int64_t n;
     int rc = fl_site_stats(&v, &n, &A->site, err);
     if (rc) return rc;
     int nc = fl_site_n_cols(&A->site);
     uint32_t *off = malloc(((size_t)nc + 1) * sizeof *off);
-    if (!off) {
+    int64_t *iv = masked ? malloc((size_t)n * sizeof *iv) : NULL;
+    uint32_t *y = NULL;
+    if (!off || (masked && !iv)) {
         free(v);
+        free(off);
+        free(iv);
         return FL_ENOMEM;
     }
     fl_site_level_offsets(&A->site, off);
     fl_wire_submit m;
     submit_base(&m, A, t);
     m.result = FL_WIRE_RESULT_STATS;
-    rc = fl_wire_stats_from_vector(&m.stats, v, n, (uint32_t)nc, off, err);
+    if (masked) {
+        rc = fl_sv_stats_encode(iv, v, n, (uint32_t)nc, err);
+        if (!rc) rc = sa_mask_i64(A, t, &y, iv, n, err);
+        if (rc && rc != FL_ENOMEM) rc = sa_skip(A, t, rc, err), y = NULL, masked = -1;
+        m.stats.masked = y;
+        m.stats.n_masked = y ? (uint64_t)n * FL_SECAGG_I64_WORDS : 0;
+    } else {
+        rc = fl_wire_stats_from_vector(&m.stats, v, n, (uint32_t)nc, off, err);
+    }
     free(v);
     free(off);
-    if (!rc) rc = send_submit(A, &m, err);
-    fl_wire_stats_clear(&m.stats);
+    free(iv);
+    if (!rc && masked >= 0) rc = send_submit(A, &m, err);
+    if (masked) {
+        m.stats.masked = NULL;
+        free(y);
+    } else
+        fl_wire_stats_clear(&m.stats);
+    return rc;
+}
+
+/* Sends a training result's vector (plain update or masked words) in chunks
+ * of FL_WIRE_CHUNK_VALUES with the SHA-256 of the whole. */
+static int send_train(agent *A, const fl_wire_task *t, const float *delta, const uint32_t *y,
+                      int64_t n, double loss, int is_dp, double eps_after, char *err) {
+    uint32_t chunks = fl_wire_chunk_count((uint64_t)n);
+    uint8_t sha[32];
+    crypto_hash_sha256(sha, delta ? (const uint8_t *)delta : (const uint8_t *)y, (size_t)n * 4);
+    uint64_t upload_id;
+    randombytes_buf(&upload_id, sizeof upload_id);
+    upload_id |= 1;
+    int rc = FL_OK;
+    for (uint32_t k = 0; k < chunks && !rc; k++) {
+        fl_wire_submit m;
+        submit_base(&m, A, t);
+        m.result = FL_WIRE_RESULT_TRAIN;
+        m.n_chunks = chunks;
+        m.chunk_index = k;
+        if (chunks > 1) {
+            m.upload_id = upload_id;
+            m.has_total_sha256 = true;
+            memcpy(m.total_sha256, sha, 32);
+        }
+        uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
+        uint64_t len =
+            (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
+        if (delta) {
+            m.train.update = (float *)delta + at;
+            m.train.n_update = len;
+        } else {
+            m.train.masked = (uint32_t *)y + at;
+            m.train.n_masked = len;
+        }
+        m.train.offset = at;
+        m.train.n_examples = (uint64_t)A->site.n_train;
+        m.train.train_loss = loss >= 0 ? loss : 0.0;
+        if (is_dp) {
+            /* The training loss is an exact statistic of the private rows,
+             * outside the accountant: a DP site does not send it. */
+            m.train.train_loss = 0.0;
+            m.train.epsilon_spent = eps_after;
+            snprintf(m.train.accountant, sizeof m.train.accountant, "rdp");
+        }
+        rc = send_submit(A, &m, err);
+    }
     return rc;
 }
 
 static int do_train(agent *A, const fl_wire_task *t, char *err) {
+    int masked = t->kind == FL_WIRE_TASK_MASKED_INPUT;
+    if (masked && !sa_current(A, t)) return sa_skip(A, t, FL_ESTATE, "no shares for it");
     int rc = apply_totals(A, t, err);
     if (!rc) rc = fetch_model(A, t, err);
     if (rc) return rc;
@@ -571,68 +874,125 @@ static int do_train(agent *A, const fl_wire_task *t, char *err) {
     rc = fl_site_train(&delta, &n, &loss, &A->site, A->model, A->model_len, &c, err);
     fl_dp_source_free(src);
     if (rc) return rc;
-    A->compute_ms += (double)(fl_rpc_now_ms() - t0);
-    /* Updates above one message go in chunks of FL_WIRE_CHUNK_VALUES with the
-     * SHA-256 of the whole vector. */
-    uint32_t chunks = fl_wire_chunk_count((uint64_t)n);
-    uint8_t sha[32];
-    crypto_hash_sha256(sha, (const uint8_t *)delta, (size_t)n * sizeof(float));
-    uint64_t upload_id;
-    randombytes_buf(&upload_id, sizeof upload_id);
-    upload_id |= 1;
-    for (uint32_t k = 0; k < chunks && !rc; k++) {
-        fl_wire_submit m;
-        submit_base(&m, A, t);
-        m.result = FL_WIRE_RESULT_TRAIN;
-        m.n_chunks = chunks;
-        m.chunk_index = k;
-        if (chunks > 1) {
-            m.upload_id = upload_id;
-            m.has_total_sha256 = true;
-            memcpy(m.total_sha256, sha, 32);
+    uint32_t *y = NULL;
+    if (masked) {
+        /* Weighted, clipped, stochastically rounded into Z_2^32, then masked:
+         * the aggregator learns only the weighted sum (docs/secagg.md). */
+        const fl_wire_secagg_config *sc = &t->secagg;
+        if ((uint64_t)n != sc->vector_words)
+            rc = fl_seterr(err, FL_EPROTO, "secure sum of %llu words for an update of %lld",
+                           (unsigned long long)sc->vector_words, (long long)n);
+        y = rc ? NULL : malloc((size_t)n * sizeof *y);
+        if (!rc && !y) rc = fl_seterr(err, FL_ENOMEM, "out of memory");
+        if (!rc)
+            rc = fl_secagg_quantize(y, delta, (uint64_t)n, sc->clip_range, sc->quantization_range,
+                                    sc->weight, A->rng);
+        if (!rc) rc = sa_mask(A, t, y, err);
+        if (rc && rc != FL_ENOMEM) {
+            free(delta);
+            free(y);
+            return sa_skip(A, t, rc, err);
         }
-        uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
-        m.train.update = delta + at;
-        m.train.n_update =
-            (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
-        m.train.offset = at;
-        m.train.n_examples = (uint64_t)A->site.n_train;
-        m.train.train_loss = loss >= 0 ? loss : 0.0;
-        if (is_dp) {
-            /* The training loss is an exact statistic of the private rows,
-             * outside the accountant: a DP site does not send it. */
-            m.train.train_loss = 0.0;
-            m.train.epsilon_spent = eps_after;
-            snprintf(m.train.accountant, sizeof m.train.accountant, "rdp");
-        }
-        rc = send_submit(A, &m, err);
     }
+    A->compute_ms += (double)(fl_rpc_now_ms() - t0);
+    if (!rc) rc = send_train(A, t, masked ? NULL : delta, y, n, loss, is_dp, eps_after, err);
     free(delta);
-    state_record(A, t->round, "TRAIN", A->site.n_train, rc ? "failed" : "submitted");
+    free(y);
+    state_record(A, t->round, masked ? "MASKED_INPUT" : "TRAIN", A->site.n_train,
+                 rc ? "failed" : "submitted");
     return rc;
 }
 
+/* The fairness audit's layout for the task's intersections (cached). */
+static int fairness_layout(agent *A, const fl_wire_task *t, char *err) {
+    if (A->have_fair && !strcmp(A->fair_spec, t->eval.fairness_intersections) &&
+        A->fair.n_bins == (int)t->eval.fairness_bins)
+        return FL_OK;
+    fl_fairness_layout_free(&A->fair);
+    A->have_fair = 0;
+    int rc = fl_fairness_layout_init(&A->fair, &A->site.schema, t->eval.fairness_intersections,
+                                     (int)t->eval.fairness_bins, err);
+    if (rc) return rc;
+    if (A->fair.n_counts != (int64_t)t->eval.n_fairness) {
+        fl_fairness_layout_free(&A->fair);
+        return fl_seterr(err, FL_EINVAL,
+                         "fairness layout: this site's schema gives %lld counts, the federation "
+                         "expects %u (check [schema] sensitive and [groups])",
+                         (long long)A->fair.n_counts, t->eval.n_fairness);
+    }
+    snprintf(A->fair_spec, sizeof A->fair_spec, "%s", t->eval.fairness_intersections);
+    A->have_fair = 1;
+    return FL_OK;
+}
+
 static int do_evaluate(agent *A, const fl_wire_task *t, char *err) {
+    int masked = t->kind == FL_WIRE_TASK_MASKED_INPUT;
+    if (masked && !sa_current(A, t)) return sa_skip(A, t, FL_ESTATE, "no shares for it");
     int rc = apply_totals(A, t, err);
     if (!rc) rc = fetch_model(A, t, err);
     if (rc) return rc;
     int bins = (int)t->eval.n_bins;
     fl_site_eval ev;
     if ((rc = fl_site_evaluate(&ev, &A->site, A->model, A->model_len, bins, err))) return rc;
+    uint64_t *fair = NULL;
+    int64_t nf = t->eval.n_fairness;
+    if (nf && ev.scores) {
+        rc = fairness_layout(A, t, err);
+        fair = rc ? NULL : calloc((size_t)nf, sizeof *fair);
+        if (!rc && !fair) rc = fl_seterr(err, FL_ENOMEM, "out of memory");
+        if (!rc)
+            rc = fl_fairness_count(fair, &A->fair, A->site.val.groups, A->site.val.n_sensitive,
+                                   A->site.val.y, ev.scores, ev.count, t->eval.fairness_threshold);
+        if (rc == FL_EINVAL) fl_seterr(err, rc, "fairness counts: %s", fl_strerror(rc));
+    }
     fl_wire_submit m;
     submit_base(&m, A, t);
     m.result = FL_WIRE_RESULT_EVAL;
-    m.eval.loss_sum = ev.loss_sum;
-    m.eval.correct = (uint64_t)ev.correct;
-    m.eval.count = (uint64_t)ev.count;
-    if (ev.hist) {
-        m.eval.n_hist = 2 * (uint32_t)ev.bins;
-        m.eval.score_hist = ev.hist;
+    uint32_t *y = NULL;
+    if (!rc && masked) {
+        int64_t len = fl_sv_eval_len(bins, nf);
+        int64_t *iv = malloc((size_t)len * sizeof *iv);
+        fl_sv_eval e = {.loss_sum = ev.loss_sum,
+                        .correct = ev.correct,
+                        .count = ev.count,
+                        .hist = ev.hist,
+                        .fairness = fair};
+        rc = iv ? fl_sv_eval_encode(iv, &e, bins, nf, err) : FL_ENOMEM;
+        if (!rc) rc = sa_mask_i64(A, t, &y, iv, len, err);
+        free(iv);
+        if (rc && rc != FL_ENOMEM) {
+            fl_site_eval_free(&ev);
+            free(fair);
+            return sa_skip(A, t, rc, err);
+        }
+        m.eval.masked = y;
+        m.eval.n_masked = (uint64_t)len * FL_SECAGG_I64_WORDS;
+    } else if (!rc) {
+        m.eval.loss_sum = ev.loss_sum;
+        m.eval.correct = (uint64_t)ev.correct;
+        m.eval.count = (uint64_t)ev.count;
+        if (ev.hist) {
+            m.eval.n_hist = 2 * (uint32_t)ev.bins;
+            m.eval.score_hist = ev.hist;
+        }
+        if (fair) {
+            m.eval.n_fairness = (uint32_t)nf;
+            m.eval.fairness = fair;
+        }
     }
-    rc = send_submit(A, &m, err);
-    state_record(A, t->round, "EVALUATE", ev.count, rc ? "failed" : "submitted");
+    if (!rc) rc = send_submit(A, &m, err);
+    state_record(A, t->round, masked ? "MASKED_INPUT" : "EVALUATE", ev.count,
+                 rc ? "failed" : "submitted");
     fl_site_eval_free(&ev);
+    free(fair);
+    free(y);
     return rc;
+}
+
+static int do_masked_input(agent *A, const fl_wire_task *t, char *err) {
+    if (t->has_train) return do_train(A, t, err);
+    if (t->has_eval) return do_evaluate(A, t, err);
+    return do_stats(A, t, err);
 }
 
 /* Polls and works until TASK_DONE, a signal or a failure. */
@@ -668,6 +1028,15 @@ static int run(agent *A, char *err) {
         free(resp);
         if (rc) break;
         last_round = t.round > last_round ? t.round : last_round;
+        if (A->skipping && t.round == A->skip_round && t.step == A->skip_step &&
+            t.kind != FL_WIRE_TASK_DONE) {
+            /* A task this site dropped out of: wait for the stage to move on. */
+            fl_wire_task_free(&t);
+            struct timespec ts = {0, 200 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        A->skipping = 0;
         if (A->cfg.die_round >= 0 && (uint64_t)A->cfg.die_round == t.round &&
             !strcmp(A->cfg.die_stage, fl_wire_task_kind_name((int)t.kind))) {
             fl_warn("[faults] die_at %d:%s: ending this process now", A->cfg.die_round,
@@ -690,6 +1059,18 @@ static int run(agent *A, char *err) {
             break;
         case FL_WIRE_TASK_EVALUATE:
             rc = do_evaluate(A, &t, err);
+            break;
+        case FL_WIRE_TASK_ADVERTISE_KEYS:
+            rc = do_advertise(A, &t, err);
+            break;
+        case FL_WIRE_TASK_SHARE_KEYS:
+            rc = do_share_keys(A, &t, err);
+            break;
+        case FL_WIRE_TASK_MASKED_INPUT:
+            rc = do_masked_input(A, &t, err);
+            break;
+        case FL_WIRE_TASK_UNMASK:
+            rc = do_unmask(A, &t, err);
             break;
         default:
             rc = fl_seterr(err, FL_ENOTSUP, "task %s is not supported by this agent",
@@ -752,6 +1133,8 @@ int main(int argc, char **argv) {
         rc = fl_rpc_channel_new(&A->ch, A->cfg.aggregator, ca, cert, key, NULL,
                                 FL_WIRE_MAX_MESSAGE_BYTES, err);
     if (key) sodium_memzero(key, strlen(key));
+    if (!rc) rc = fl_signer_new(&A->signer, A->cfg.key, err);
+    if (!rc) rc = fl_csprng_new(&A->rng, err);
     if (!rc) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -768,6 +1151,10 @@ int main(int argc, char **argv) {
     free(key);
     if (A) {
         fl_rpc_channel_free(A->ch);
+        fl_secagg_client_free(A->sa);
+        fl_signer_free(A->signer);
+        fl_csprng_free(A->rng);
+        fl_fairness_layout_free(&A->fair);
         fl_site_close(&A->site);
         if (A->db) sqlite3_close(A->db);
         free(A->model);

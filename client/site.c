@@ -228,6 +228,8 @@ void fl_site_eval_free(fl_site_eval *ev) {
     if (!ev) return;
     free(ev->hist);
     ev->hist = NULL;
+    free(ev->scores);
+    ev->scores = NULL;
 }
 
 int fl_site_evaluate(fl_site_eval *ev, fl_site *s, const uint8_t *model, size_t model_len, int bins,
@@ -255,6 +257,10 @@ int fl_site_evaluate(fl_site_eval *ev, fl_site *s, const uint8_t *model, size_t 
         if (k == 1)
             for (int64_t i = 0; i < n; i++)
                 ev->hist[(s->val.y[i] ? bins : 0) + fl_score_bin(probs[i], bins)]++;
+    }
+    if (!rc && k == 1) { /* the scores stay for the fairness audit */
+        ev->scores = probs;
+        probs = NULL;
     }
     free(probs);
     free(params);

@@ -63,6 +63,7 @@ typedef struct fl_site_eval {
     int64_t correct, count;
     uint64_t *hist; /* (2, bins) score histogram of negatives then positives (binary only) */
     int bins;
+    float *scores; /* (count) P(y = 1) of each validation row (binary only), else NULL */
 } fl_site_eval;
 
 /* Evaluates the serialised model on the local validation split. */

@@ -369,7 +369,15 @@ static int check_secagg(vctx *v, const char *path, const fl_wire_secagg_config *
         return rc;
     if (s->enabled && s->quantization_range < 1)
         return bad(v, "%s: 0, expected >= 1", sub(q, path, ".quantization_range"));
-    return 0;
+    if ((rc = want_ids(v, sub(q, path, ".participants"), s->participants, s->n_participants, NULL)))
+        return rc;
+    if (s->threshold_count > s->n_participants)
+        return bad(v, "%s: %" PRIu32 ", expected <= %" PRIu32 " (the participants)",
+                   sub(q, path, ".threshold_count"), s->threshold_count, s->n_participants);
+    if ((rc = want_u64(v, sub(q, path, ".vector_words"), s->vector_words, 0,
+                       4ull * FL_WIRE_MAX_PARAMS)))
+        return rc;
+    return want_real(v, sub(q, path, ".weight"), s->weight, 0, false, 1e12, false);
 }
 
 static int check_model_ref(vctx *v, const char *path, const fl_wire_model_ref *m,
@@ -619,6 +627,16 @@ static void secagg_in(fl_wire_secagg_config *s, const Cohort__V1__SecAggConfig *
     s->neighbors = pb->neighbors;
     s->clip_range = pb->clip_range;
     s->quantization_range = pb->quantization_range;
+    s->graph_seed = pb->graph_seed;
+    /* Over the limit: keep the count so validation names it, copy none. */
+    s->n_participants = pb->n_participants > FL_WIRE_MAX_SITES ? FL_WIRE_MAX_SITES + 1
+                                                               : (uint32_t)pb->n_participants;
+    if (pb->n_participants <= FL_WIRE_MAX_SITES && pb->n_participants)
+        memcpy(s->participants, pb->participants, pb->n_participants * sizeof(uint32_t));
+    s->threshold_count = pb->threshold_count;
+    s->vector_words = pb->vector_words;
+    s->weight = pb->weight;
+    s->session = pb->session;
 }
 
 static void secagg_out(Cohort__V1__SecAggConfig *pb, const fl_wire_secagg_config *s) {
@@ -628,6 +646,13 @@ static void secagg_out(Cohort__V1__SecAggConfig *pb, const fl_wire_secagg_config
     pb->neighbors = s->neighbors;
     pb->clip_range = s->clip_range;
     pb->quantization_range = s->quantization_range;
+    pb->graph_seed = s->graph_seed;
+    pb->n_participants = s->n_participants;
+    pb->participants = (uint32_t *)s->participants;
+    pb->threshold_count = s->threshold_count;
+    pb->vector_words = s->vector_words;
+    pb->weight = s->weight;
+    pb->session = s->session;
 }
 
 static int stats_in(vctx *v, const char *path, fl_wire_stats *s,
@@ -786,7 +811,23 @@ static int join_check(vctx *v, const fl_wire_join *m) {
         (rc = want_u64(v, "Join.n_examples", m->n_examples, 1, FL_WIRE_MAX_EXAMPLES)) ||
         (rc = want_u64(v, "Join.n_features", m->n_features, 0, FL_WIRE_MAX_FEATURES)))
         return rc;
-    if (m->n_classes) return want_u64(v, "Join.n_classes", m->n_classes, 2, FL_WIRE_MAX_CLASSES);
+    if (m->n_classes && (rc = want_u64(v, "Join.n_classes", m->n_classes, 2, FL_WIRE_MAX_CLASSES)))
+        return rc;
+    if (m->n_level_offsets) {
+        if (m->n_level_offsets < 2 || m->n_level_offsets > FL_WIRE_MAX_COLUMNS + 1)
+            return bad(v, "Join.stats_level_offsets: %" PRIu32 " entries, expected 2..%u",
+                       m->n_level_offsets, FL_WIRE_MAX_COLUMNS + 1);
+        if (m->level_offsets[0] != 0)
+            return bad(v, "Join.stats_level_offsets[0]: %" PRIu32 ", expected 0",
+                       m->level_offsets[0]);
+        for (uint32_t i = 1; i < m->n_level_offsets; i++)
+            if (m->level_offsets[i] < m->level_offsets[i - 1] ||
+                m->level_offsets[i] > FL_WIRE_MAX_LEVELS)
+                return bad(v,
+                           "Join.stats_level_offsets[%" PRIu32 "]: %" PRIu32
+                           ", expected non-decreasing and <= %u",
+                           i, m->level_offsets[i], FL_WIRE_MAX_LEVELS);
+    }
     return 0;
 }
 
@@ -800,6 +841,8 @@ int fl_wire_pack_join(uint8_t **out, size_t *len, const fl_wire_join *m, char er
     pb.n_features = m->n_features;
     pb.n_classes = m->n_classes;
     if (m->has_schema_sha256) pb.schema_sha256 = bin(m->schema_sha256, FL_WIRE_SHA256_BYTES);
+    pb.n_stats_level_offsets = m->n_level_offsets;
+    pb.stats_level_offsets = m->level_offsets;
     return pack_pb(&v, "Join", out, len, &pb.base);
 }
 
@@ -822,6 +865,21 @@ int fl_wire_unpack_join(fl_wire_join *m, const uint8_t *buf, size_t len,
     m->n_examples = pb->n_examples;
     m->n_features = pb->n_features;
     m->n_classes = pb->n_classes;
+    if (pb->n_stats_level_offsets > FL_WIRE_MAX_COLUMNS + 1) {
+        rc = bad(&v, "Join.stats_level_offsets: %zu entries, limit %u", pb->n_stats_level_offsets,
+                 FL_WIRE_MAX_COLUMNS + 1);
+        goto cleanup;
+    }
+    if (pb->n_stats_level_offsets) {
+        m->level_offsets = malloc(pb->n_stats_level_offsets * sizeof(uint32_t));
+        if (!m->level_offsets) {
+            rc = nomem(&v, "Join.stats_level_offsets");
+            goto cleanup;
+        }
+        memcpy(m->level_offsets, pb->stats_level_offsets,
+               pb->n_stats_level_offsets * sizeof(uint32_t));
+        m->n_level_offsets = (uint32_t)pb->n_stats_level_offsets;
+    }
     rc = join_check(&v, m);
 cleanup:
     if (raw) protobuf_c_message_free_unpacked(raw, NULL);
@@ -830,7 +888,9 @@ cleanup:
 }
 
 void fl_wire_join_free(fl_wire_join *m) {
-    if (m) memset(m, 0, sizeof *m);
+    if (!m) return;
+    free(m->level_offsets);
+    memset(m, 0, sizeof *m);
 }
 
 /* ========================== JoinResponse ========================== */
@@ -1118,7 +1178,14 @@ static int task_payload_check(vctx *v, const fl_wire_task *m, const fl_wire_expe
     if (m->has_stats && (rc = stats_spec_check(v, &m->stats))) goto cleanup;
     if (m->has_eval) {
         if ((rc = want_u64(v, "Task.eval.n_bins", m->eval.n_bins, 1, FL_WIRE_MAX_BINS)) ||
-            (rc = want_u64(v, "Task.eval.n_fairness", m->eval.n_fairness, 0, FL_WIRE_MAX_FAIRNESS)))
+            (rc = want_u64(v, "Task.eval.n_fairness", m->eval.n_fairness, 0,
+                           FL_WIRE_MAX_FAIRNESS)) ||
+            (rc = want_ascii(v, "Task.eval.fairness_intersections", m->eval.fairness_intersections,
+                             FL_WIRE_REASON_LEN)) ||
+            (rc = want_real(v, "Task.eval.fairness_threshold", m->eval.fairness_threshold, 0, false,
+                            1, true)) ||
+            (rc = want_u64(v, "Task.eval.fairness_bins", m->eval.fairness_bins, 0,
+                           FL_WIRE_MAX_BINS)))
             goto cleanup;
     }
     if (m->has_secagg && (rc = check_secagg(v, "Task.secagg", &m->secagg))) goto cleanup;
@@ -1266,6 +1333,9 @@ int fl_wire_pack_task(uint8_t **out, size_t *len, const fl_wire_task *m, char er
     if (m->has_eval) {
         eval.n_bins = m->eval.n_bins;
         eval.n_fairness = m->eval.n_fairness;
+        eval.fairness_intersections = (char *)m->eval.fairness_intersections;
+        eval.fairness_threshold = m->eval.fairness_threshold;
+        eval.fairness_bins = m->eval.fairness_bins;
         pb.eval = &eval;
     }
     if (m->has_secagg) {
@@ -1408,6 +1478,11 @@ static int task_payload_in(vctx *v, fl_wire_task *m, const Cohort__V1__Task *pb)
         m->has_eval = true;
         m->eval.n_bins = pb->eval->n_bins;
         m->eval.n_fairness = pb->eval->n_fairness;
+        m->eval.fairness_threshold = pb->eval->fairness_threshold;
+        m->eval.fairness_bins = pb->eval->fairness_bins;
+        if ((rc = str_in(v, "Task.eval.fairness_intersections", m->eval.fairness_intersections,
+                         sizeof m->eval.fairness_intersections, pb->eval->fairness_intersections)))
+            return rc;
     }
     if (pb->secagg) {
         m->has_secagg = true;

@@ -169,6 +169,13 @@ typedef struct fl_wire_secagg_config {
     uint32_t neighbors;          /* 0 = all sites; <= FL_WIRE_MAX_SITES */
     double clip_range;           /* enabled: > 0 */
     uint32_t quantization_range; /* enabled: >= 1 */
+    uint64_t graph_seed;
+    uint32_t n_participants; /* <= FL_WIRE_MAX_SITES, unique ids >= 1 */
+    uint32_t participants[FL_WIRE_MAX_SITES];
+    uint32_t threshold_count; /* <= n_participants */
+    uint64_t vector_words;    /* <= FL_WIRE_MAX_PARAMS * 4 */
+    double weight;            /* >= 0, finite */
+    uint64_t session;         /* one secure sum's id (crypto/secagg.h params.round) */
 } fl_wire_secagg_config;
 
 typedef struct fl_wire_model_ref {
@@ -216,6 +223,8 @@ typedef struct fl_wire_join {
     uint32_t n_classes;  /* 0 = not stated, else 2..FL_WIRE_MAX_CLASSES */
     bool has_schema_sha256;
     uint8_t schema_sha256[FL_WIRE_SHA256_BYTES];
+    uint32_t n_level_offsets; /* 0 = not stated, else n_cols + 1 <= FL_WIRE_MAX_COLUMNS + 1 */
+    uint32_t *level_offsets;  /* non-decreasing from 0 */
 } fl_wire_join;
 
 typedef struct fl_wire_join_response {
@@ -265,6 +274,9 @@ typedef struct fl_wire_stats_spec {
 typedef struct fl_wire_eval_spec {
     uint32_t n_bins;     /* 1..FL_WIRE_MAX_BINS */
     uint32_t n_fairness; /* <= FL_WIRE_MAX_FAIRNESS */
+    char fairness_intersections[FL_WIRE_REASON_LEN];
+    double fairness_threshold; /* in [0, 1]; 0 with n_fairness 0 */
+    uint32_t fairness_bins;    /* <= FL_WIRE_MAX_BINS */
 } fl_wire_eval_spec;
 
 typedef struct fl_wire_site_keys {
