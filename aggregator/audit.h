@@ -50,7 +50,8 @@ typedef struct fl_audit_report {
     int64_t n_events;        /* event rows checked */
     int64_t n_signatures;    /* model and chain-head signatures checked */
     int64_t first_bad_id;    /* id of the first bad row, or -1 */
-    char table[32];          /* table of the first bad row: "events" | "models" | "chain_heads" */
+    char table[32];          /* table of the first bad row: "events" | "models" | "chain_heads"
+                              * ("meta": the certificate or the configuration) */
     char reason[FL_ERR_LEN]; /* what is wrong with it */
     char head[65];           /* hex SHA-256 of the last event row */
 } fl_audit_report;

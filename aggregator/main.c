@@ -1027,9 +1027,12 @@ int main(int argc, char **argv) {
     }
     {
         /* Sign the head once more, so the last events (the end of the
-         * federation) are covered by a signature too. */
+         * federation) are covered by a signature too. The service threads
+         * still run: the store is theirs too until the server stops. */
         char e2[FL_ERR_LEN];
+        pthread_mutex_lock(&S->mu);
         if (fl_store_checkpoint(S->store, fl_fed_round(S->fed), e2)) fl_warn("audit log: %s", e2);
+        pthread_mutex_unlock(&S->mu);
     }
 cleanup:
     if (srv) {
