@@ -143,7 +143,11 @@ static fl_wire_join_response mk_join_response(void) {
     m.n_params = 23 * 64 + 64 + 64 * 32 + 32 + 33;
     memcpy(m.schema_sha256, SHA_A, 32);
     m.privacy = privacy_record();
-    m.secagg = (fl_wire_secagg_config){true, 0.66, 4, 2.0, 1u << 16};
+    m.secagg = (fl_wire_secagg_config){.enabled = true,
+                                       .threshold = 0.66,
+                                       .neighbors = 4,
+                                       .clip_range = 2.0,
+                                       .quantization_range = 1u << 16};
     m.rounds = 10;
     m.site_id = 3;
     return m;
@@ -244,7 +248,11 @@ static fl_wire_task mk_task_secagg(fl_wire_task_kind kind) {
     m.stage = fl_wire_task_stage(kind);
     m.deadline_unix_ms = 1800000000000;
     m.has_secagg = true;
-    m.secagg = (fl_wire_secagg_config){true, 0.66, 0, 2.0, 1u << 16};
+    m.secagg = (fl_wire_secagg_config){.enabled = true,
+                                       .threshold = 0.66,
+                                       .neighbors = 0,
+                                       .clip_range = 2.0,
+                                       .quantization_range = 1u << 16};
     if (kind == FL_WIRE_TASK_SHARE_KEYS) {
         m.n_site_keys = 2;
         m.site_keys = site_keys;
@@ -470,7 +478,7 @@ static void test_round_trip_tasks(void **state) {
     e.stage = FL_WIRE_STAGE_EVALUATE;
     e.has_train = false;
     e.has_eval = true;
-    e.eval = (fl_wire_eval_spec){100, 16};
+    e.eval = (fl_wire_eval_spec){.n_bins = 100, .n_fairness = 16};
     ROUND_TRIP(task, e, b);
     assert_int_equal(b.eval.n_bins, 100);
     assert_int_equal(b.eval.n_fairness, 16);
@@ -1286,7 +1294,7 @@ static void test_task_rules(void **state) {
                "Task.unmask.survivors[1]: site id 0");
     t = mk_task_secagg(FL_WIRE_TASK_MASKED_INPUT);
     t.has_eval = true;
-    t.eval = (fl_wire_eval_spec){10, 0};
+    t.eval = (fl_wire_eval_spec){.n_bins = 10, .n_fairness = 0};
     assert_err(fl_wire_pack_task(&buf, &len, &t, err), FL_EINVAL, err,
                "Task: 2 of train, stats and eval for a MASKED_INPUT task, expected exactly one");
 
@@ -1525,11 +1533,66 @@ static void test_other_rules(void **state) {
     assert_int_equal(fl_wire_pack_submit(&buf, &len, NULL, NULL), FL_EINVAL);
 }
 
+/* The secure-aggregation round fields and the statistics layout a site
+ * states at Join: round trips, and the checks that refuse bad ones. */
+static void test_secagg_round_fields(void **state) {
+    (void)state;
+    char err[FL_ERR_LEN];
+    uint8_t *buf;
+    size_t len;
+    fl_wire_join a = mk_join(), b;
+    uint32_t off[4] = {0, 3, 3, 7};
+    a.n_level_offsets = 4;
+    a.level_offsets = off;
+    ROUND_TRIP(join, a, b);
+    assert_int_equal(b.n_level_offsets, 4);
+    assert_memory_equal(b.level_offsets, off, sizeof off);
+    fl_wire_join_free(&b);
+    off[2] = 1; /* decreasing */
+    assert_err(fl_wire_pack_join(&buf, &len, &a, err), FL_EINVAL, err,
+               "Join.stats_level_offsets[2]: 1, expected non-decreasing");
+    off[2] = 3;
+    off[0] = 2;
+    assert_err(fl_wire_pack_join(&buf, &len, &a, err), FL_EINVAL, err,
+               "Join.stats_level_offsets[0]: 2, expected 0");
+
+    fl_wire_task t = mk_task_secagg(FL_WIRE_TASK_ADVERTISE_KEYS), u;
+    t.secagg.graph_seed = 77;
+    t.secagg.n_participants = 3;
+    t.secagg.participants[0] = 4;
+    t.secagg.participants[1] = 1;
+    t.secagg.participants[2] = 9;
+    t.secagg.threshold_count = 2;
+    t.secagg.vector_words = 1000;
+    t.secagg.weight = 0.25;
+    t.secagg.session = (5ull << 8) | 2u << 4;
+    ROUND_TRIP(task, t, u);
+    assert_int_equal(u.secagg.n_participants, 3);
+    assert_int_equal(u.secagg.participants[2], 9);
+    assert_int_equal(u.secagg.threshold_count, 2);
+    assert_int_equal(u.secagg.vector_words, 1000);
+    assert_true(u.secagg.weight == 0.25);
+    assert_int_equal(u.secagg.session, (5ull << 8) | 2u << 4);
+    assert_int_equal(u.secagg.graph_seed, 77);
+    fl_wire_task_free(&u);
+    t.secagg.participants[2] = 4;
+    assert_err(fl_wire_pack_task(&buf, &len, &t, err), FL_EINVAL, err, "site 4 appears twice");
+    t.secagg.participants[2] = 9;
+    t.secagg.threshold_count = 4;
+    assert_err(fl_wire_pack_task(&buf, &len, &t, err), FL_EINVAL, err,
+               "Task.secagg.threshold_count: 4, expected <= 3");
+    t.secagg.threshold_count = 2;
+    t.secagg.weight = NAN;
+    assert_err(fl_wire_pack_task(&buf, &len, &t, err), FL_EINVAL, err,
+               "Task.secagg.weight: not finite");
+}
+
 int main(void) {
     fill(SHA_A, 32, 1);
     fill(SHA_B, 32, 2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_join),
+        cmocka_unit_test(test_secagg_round_fields),
         cmocka_unit_test(test_round_trip_poll_fetch_chunk),
         cmocka_unit_test(test_round_trip_tasks),
         cmocka_unit_test(test_round_trip_submits),
