@@ -1759,23 +1759,44 @@ static void html_secagg(sb *b, const cJSON *doc) {
     kv_num(b, "Secure-aggregation events", jnum(sa, "n_events"), F0);
     sb_puts(b, "</tbody></table>\n<p>Sites that dropped during a round are listed with their "
                "reasons in section 3.</p>\n");
-    const cJSON *ev = jget(sa, "events"), *e;
-    if (cJSON_GetArraySize(ev) > 0) {
-        sb_puts(b, "<table><thead><tr><th>Round</th><th>Event</th><th>Site</th><th>Detail</th>"
-                   "</tr></thead><tbody>\n");
-        cJSON_ArrayForEach(e, ev) {
-            sb_puts(b, "<tr>");
-            td_num(b, jnum(e, "round"), F0);
-            td_text(b, jstr(e, "kind"));
-            td_text(b, jstr(e, "site"));
-            td_text(b, jstr(e, "detail"));
+    const cJSON *kinds = jget(sa, "events_by_kind"), *ev = jget(sa, "events"), *e;
+    if (cJSON_GetArraySize(kinds) > 0) {
+        sb_puts(b, "<table class=\"kv\"><thead><tr><th>Event</th><th>Count</th></tr></thead>"
+                   "<tbody>\n");
+        cJSON_ArrayForEach(e, kinds) {
+            sb_puts(b, "<tr><th scope=\"row\">");
+            sb_esc(b, e->string);
+            sb_puts(b, "</th>");
+            td_num(b, cJSON_GetNumberValue(e), F0);
             sb_puts(b, "</tr>\n");
         }
         sb_puts(b, "</tbody></table>\n");
-        if (cJSON_IsTrue(jget(sa, "events_truncated")))
-            sb_puts(b, "<p class=\"na\">Only the first events are listed; the JSON twin counts "
-                       "all of them by kind.</p>\n");
     }
+    /* Every event when they are few; otherwise the ones a reviewer must
+     * see (a secure sum aborted below its threshold releases nothing) and
+     * the rest in the JSON twin. */
+    int n = cJSON_GetArraySize(ev), all = n <= 60, shown = 0;
+    cJSON_ArrayForEach(e, ev) {
+        const char *kind = jstr(e, "kind");
+        if (!all && !(kind && (strstr(kind, "abort") || strstr(kind, "fail")))) continue;
+        if (!shown++)
+            sb_printf(b,
+                      "<h3>%s</h3>\n<table><thead><tr><th>Round</th><th>Event</th><th>Site</th>"
+                      "<th>Detail</th></tr></thead><tbody>\n",
+                      all ? "Secure-aggregation events" : "Aborted or failed secure sums");
+        sb_puts(b, "<tr>");
+        td_num(b, jnum(e, "round"), F0);
+        td_text(b, kind);
+        td_text(b, jstr(e, "site"));
+        td_text(b, jstr(e, "detail"));
+        sb_puts(b, "</tr>\n");
+    }
+    if (shown) sb_puts(b, "</tbody></table>\n");
+    if (!all && !shown) sb_puts(b, "<p>No secure sum was aborted or failed.</p>\n");
+    if (!all)
+        sb_printf(b, "<p class=\"na\">%.0f events in all; the JSON twin lists %s.</p>\n",
+                  jnum(sa, "n_events"),
+                  cJSON_IsTrue(jget(sa, "events_truncated")) ? "the first 500" : "each of them");
     sec_close(b);
 }
 
@@ -1999,15 +2020,19 @@ static void html_fairness_trends(sb *b, const cJSON *doc) {
                        "than two groups with enough data).</p>\n");
         free(d.buf);
     }
+    /* Rounds with alerts only: a long quiet federation stays short. */
     const cJSON *apr = jget(fa, "alerts_per_round"), *e;
-    if (cJSON_GetArraySize(apr) > 0) {
-        sb_puts(b, "<h3>Alerts per round</h3>\n<table><thead><tr><th>Round</th><th>Alerts</th>"
-                   "</tr></thead><tbody>\n");
+    int with = 0;
+    cJSON_ArrayForEach(e, apr) with += jnum(e, "alerts") > 0;
+    sb_printf(b, "<h3>Alerts over rounds</h3>\n<p>%d of %d audited rounds raised an alert.</p>\n",
+              with, cJSON_GetArraySize(apr));
+    if (with) {
+        sb_puts(b, "<table class=\"kv\"><thead><tr><th>Round</th><th>Alerts</th></tr></thead>"
+                   "<tbody>\n");
         cJSON_ArrayForEach(e, apr) {
-            double k = jnum(e, "alerts");
-            sb_printf(b, "<tr%s>", k > 0 ? " class=\"alert\"" : "");
-            sb_printf(b, "<th scope=\"row\">%.0f</th>", jnum(e, "round"));
-            td_num(b, k, F0);
+            if (!(jnum(e, "alerts") > 0)) continue;
+            sb_printf(b, "<tr class=\"alert\"><th scope=\"row\">%.0f</th>", jnum(e, "round"));
+            td_num(b, jnum(e, "alerts"), F0);
             sb_puts(b, "</tr>\n");
         }
         sb_puts(b, "</tbody></table>\n");

@@ -157,12 +157,37 @@ static int make_db(const char *dir, const char *db, int rounds, int sites, size_
             } else {
                 reason = "privacy budget: the round would exceed the cap";
             }
-            parts[np++] = (fl_participation){s, status, reason, 500 + 37 * s, eps[s]};
+            /* a dropped site reports nothing; a refusing one its ledger */
+            int gone = !strcmp(status, "dropped");
+            parts[np++] = (fl_participation){s, status, reason, 500 + 37 * s, gone ? NAN : eps[s]};
+            if (gone) {
+                rc = fl_store_event(st, "dropout", name, r, "no update before the deadline", err);
+                continue;
+            }
             snprintf(detail, sizeof detail, "epsilon %.6g spent after this round", eps[s]);
             rc = fl_store_event(st, "privacy", name, r, detail, err);
-            if (!rc) rc = fl_store_event(st, "secagg_keys", name, r, "advertised keys", err);
         }
-        if (!rc && r > 0) rc = fl_store_event(st, "secagg_unmask", NULL, r, "unmasked", err);
+        /* as aggregator/round.c records them: one secure sum for the
+         * update, one for the evaluation, now and then an abort */
+        static const char *const sums[] = {"update", "evaluation"};
+        for (int k = 0; k < 2 && r > 0 && !rc; k++) {
+            char detail[160];
+            snprintf(detail, sizeof detail,
+                     "secure sum of %s: %d participants, 8 neighbours each, threshold 6, %zu "
+                     "words",
+                     sums[k], done, model_bytes / 4);
+            rc = fl_store_event(st, "secagg", NULL, r, detail, err);
+            if (!rc && unif() < 0.02)
+                rc = fl_store_event(st, "secagg_abort", NULL, r,
+                                    "secure sum aborted, nothing released: 5 of 8 neighbours "
+                                    "left, threshold 6",
+                                    err);
+            else if (!rc) {
+                snprintf(detail, sizeof detail, "secure sum of %s unmasked: %d inputs", sums[k],
+                         done);
+                rc = fl_store_event(st, "secagg", NULL, r, detail, err);
+            }
+        }
         if (!rc && r > 0 && (rc = fairness_text(&fair, r))) snprintf(err, FL_ERR_LEN, "fairness");
         double acc = 0.6 + 0.18 * (1 - exp(-r / 15.0)) + 0.005 * unif();
         fl_metric m[] = {{"accuracy", acc},
