@@ -771,6 +771,13 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         fl_fed_audit(S->fed, "reject", name, err);
     else if (ready)
         rc = fl_fed_submit(S->fed, site, &r, fl_rpc_now_ms(), err);
+    if (ready && S->up[site].values && S->up[site].received == S->up[site].n_chunks) {
+        /* The state machine copied (plain) or added (masked) the reassembled
+         * vector: do not hold a second model-sized buffer per site. */
+        free(S->up[site].values);
+        free(S->up[site].have);
+        memset(&S->up[site], 0, sizeof S->up[site]);
+    }
     (void)delta;
     free(vec);
     free(cts);
