@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -427,16 +428,20 @@ static void test_kill_site(void **state) {
  * round 3 (after sharing its keys: its masks are removed with its
  * neighbours' shares). The fairness section (Age, Marital) comes from
  * secure sums too. */
-static cJSON *secagg_run(const char *name, const char *secagg, const char *faults) {
+static cJSON *secagg_run(const char *name, const char *secagg, const char *faults,
+                         const char *workdir) {
     char extra[512];
-    snprintf(extra, sizeof extra, "[secagg]\n%s[faults]\n%s", secagg, faults);
+    /* an equalized-odds limit no model meets: every round raises an alert */
+    snprintf(extra, sizeof extra,
+             "[secagg]\n%s[faults]\n%s[fairness]\nmax_equalized_odds_difference = 0.001\n", secagg,
+             faults);
     char fed[256];
     snprintf(fed, sizeof fed,
              "sites = 6\nrounds = 8\npartition = iid\nseed = 42\nmin_sites = 3\n"
              "stage_timeout = %s\n",
              *faults ? "2" : "30");
     char *ini = write_fed(name, fed, extra);
-    cJSON *j = simulate_json(ini, NULL);
+    cJSON *j = simulate_json(ini, workdir);
     free(ini);
     assert_int_equal(cJSON_GetArraySize(get(j, "rounds")), 8);
     return j;
@@ -444,10 +449,11 @@ static cJSON *secagg_run(const char *name, const char *secagg, const char *fault
 
 static void test_secagg_matches_plain(void **state) {
     NEED_PROGRAMS();
-    cJSON *plain = secagg_run("plain6.ini", "enabled = false\n", "");
-    cJSON *sec = secagg_run("secagg6.ini", "enabled = true\n", "");
+    cJSON *plain = secagg_run("plain6.ini", "enabled = false\n", "", NULL);
+    const char *wd = tmp_path("secagg-work");
+    cJSON *sec = secagg_run("secagg6.ini", "enabled = true\n", "", wd);
     cJSON *kill =
-        secagg_run("secagg6-kill.ini", "enabled = true\n", "kill_site = 2@3:MASKED_INPUT\n");
+        secagg_run("secagg6-kill.ini", "enabled = true\n", "kill_site = 2@3:MASKED_INPUT\n", NULL);
     double pa = num(get(plain, "final"), "accuracy"), sa = num(get(sec, "final"), "accuracy"),
            ka = num(get(kill, "final"), "accuracy");
     fprintf(stderr, "secagg: final accuracy plain %.4f, secure %.4f, secure with a kill %.4f\n", pa,
@@ -485,6 +491,22 @@ static void test_secagg_matches_plain(void **state) {
         assert_non_null(get(a, "disparities"));
     }
     assert_int_equal(seen, 3);
+    /* the limit turned into alerts: in the audit JSON and in the audit log */
+    assert_true(cJSON_GetArraySize(get(fair, "alerts")) > 0);
+    char db[4200];
+    snprintf(db, sizeof db, "%s/aggregator.db", wd);
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(h,
+                                        "SELECT COUNT(*) FROM events WHERE kind = 'fairness_alert' "
+                                        "AND detail LIKE 'equalized_odds_difference%'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_true(sqlite3_column_int(st, 0) >= 8);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
     /* the plain run's audit counts the same rows the same way: same groups,
      * same figures, since both federations evaluate the same models */
     const cJSON *pf = get(plain, "fairness");
