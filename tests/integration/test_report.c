@@ -587,6 +587,7 @@ static void test_cli_errors(void **state) {
     assert_non_null(strstr(r.err, text));
     assert_non_null(strstr(r.err, "not an SQLite database"));
     fl_proc_result_free(&r);
+    free(text);
 
     const char *other = tmp_path("other.db");
     sql(other, "CREATE TABLE meta(key TEXT, value TEXT); CREATE TABLE things(x);");
@@ -621,6 +622,7 @@ static void test_cli_errors(void **state) {
     char *kept = ft_read_file(old, NULL);
     assert_string_equal(kept, "OLD REPORT");
     free(kept);
+    free(old);
     assert_no_temp(fl_test_tmpdir());
 
     struct {
