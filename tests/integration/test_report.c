@@ -2,13 +2,12 @@
  * the database of a real federation: `cohort simulate` runs three sites over
  * mutual TLS on loopback for three rounds with record-level DP and one site
  * killed in round 2, and a copy of its aggregator.db is completed with what
- * this tree's aggregator may not write yet (fairness rows in the documented
- * shape) and with hostile text (a site named "<script>...", a refusal reason
- * that is an <img onerror> tag). The JSON twin must carry every section with
- * the figures the federation produced; the HTML must hold every section, its
- * SVG charts and tables, print styles, no script and no external reference,
- * and every database string escaped. The CLI writes atomically, names the
- * file on every error and exits 2 on bad input. Databases without the newer
+ * an older aggregator may not write (fairness rows in the documented shape,
+ * when the federation wrote none) and with hostile text (a site named "<script>...", a refusal
+ * reason that is an <img onerror> tag). The JSON twin must carry every section with the figures the
+ * federation produced; the HTML must hold every section, its SVG charts and tables, print styles,
+ * no script and no external reference, and every database string escaped. The CLI writes
+ * atomically, names the file on every error and exits 2 on bad input. Databases without the newer
  * tables (no fairness, no hash chain, no recorded configuration) still
  * report, with "not recorded"; a tampered audit log is reported as failed.
  *
@@ -145,11 +144,10 @@ static void fairness_json(char *out, size_t cap, int round) {
         0.25 + 0.04 * round, dpd, di, di, alert, alert);
 }
 
-/* Adds the fairness rows (when the federation wrote none), the hostile site
- * and reason, and the configuration (when the aggregator did not record it). */
-static void complete_db(const char *path) {
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+/* Fairness rows for rounds 1..3 in the documented shape, unless the table
+ * has rows already (an aggregator with the fairness audit writes them).
+ * Returns 1 when it inserted them. */
+static int add_fairness_rows(sqlite3 *db) {
     sqlite3_stmt *s;
     int have_rows = 0;
     sqlite3_exec(db,
@@ -160,21 +158,31 @@ static void complete_db(const char *path) {
         sqlite3_step(s) == SQLITE_ROW)
         have_rows = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
-    if (!have_rows) {
-        for (int r = 1; r <= 3; r++) {
-            char m[8192];
-            fairness_json(m, sizeof m, r);
-            assert_int_equal(sqlite3_prepare_v2(db,
-                                                "INSERT INTO fairness(round, counts, metrics) "
-                                                "VALUES(?1, zeroblob(64), ?2)",
-                                                -1, &s, NULL),
-                             SQLITE_OK);
-            sqlite3_bind_int(s, 1, r);
-            sqlite3_bind_text(s, 2, m, -1, SQLITE_TRANSIENT);
-            assert_int_equal(sqlite3_step(s), SQLITE_DONE);
-            sqlite3_finalize(s);
-        }
+    if (have_rows) return 0;
+    for (int r = 1; r <= 3; r++) {
+        char m[8192];
+        fairness_json(m, sizeof m, r);
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "INSERT INTO fairness(round, counts, metrics) "
+                                            "VALUES(?1, zeroblob(64), ?2)",
+                                            -1, &s, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int(s, 1, r);
+        sqlite3_bind_text(s, 2, m, -1, SQLITE_TRANSIENT);
+        assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+        sqlite3_finalize(s);
     }
+    return 1;
+}
+
+/* Adds the fairness rows (when the federation wrote none), the hostile site
+ * and reason, and the configuration (when the aggregator did not record it). */
+static void complete_db(const char *path) {
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    if (add_fairness_rows(db))
+        fprintf(stderr, "the federation wrote no fairness rows: synthetic ones added\n");
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "INSERT INTO sites(site, name, n_examples, joined_at) "
                                         "VALUES(99, ?1, 0, '2026-01-01T00:00:00Z');"
@@ -388,23 +396,29 @@ static void test_json_sections(void **state) {
     assert_string_equal(str(sa, "status"), "recorded");
     assert_true(cJSON_IsFalse(get(sa, "enabled")));
 
-    /* fairness: the last round's tables and one trend point per round */
+    /* fairness: the last round's tables, one trend point per audited round
+     * for every audited attribute (the credit schema's Age and Marital) */
     const cJSON *fa = get(j, "fairness");
     assert_string_equal(str(fa, "status"), "recorded");
     assert_int_equal((int)num(fa, "last_round"), 3);
-    const cJSON *latest = get(fa, "latest");
-    const cJSON *age = cJSON_GetArrayItem(get(latest, "attributes"), 0);
-    assert_string_equal(str(age, "attribute"), "Age");
-    assert_non_null(get(get(age, "groups"), "<25"));
-    const cJSON *trend = cJSON_GetArrayItem(get(fa, "trends"), 0);
-    assert_string_equal(str(trend, "attribute"), "Age");
-    assert_int_equal(cJSON_GetArraySize(get(trend, "rounds")), 3);
-    const cJSON *dpd = get(get(trend, "series"), "demographic_parity_difference");
-    assert_int_equal(cJSON_GetArraySize(dpd), 3);
-    assert_true(fabs(cJSON_GetArrayItem(dpd, 2)->valuedouble - 0.17) < 1e-9);
-    /* Marital never had disparities: its series are all null */
-    const cJSON *mar = cJSON_GetArrayItem(get(fa, "trends"), 1);
-    assert_true(cJSON_IsNull(cJSON_GetArrayItem(get(get(mar, "series"), "disparate_impact"), 0)));
+    int audited = (int)num(fa, "rounds_recorded");
+    assert_true(audited >= 1 && audited <= 3);
+    const cJSON *latest = get(fa, "latest"), *attr;
+    assert_int_equal(cJSON_GetArraySize(get(latest, "attributes")), 2);
+    assert_int_equal(cJSON_GetArraySize(get(fa, "trends")), 2);
+    int k = 0;
+    cJSON_ArrayForEach(attr, get(latest, "attributes")) {
+        const char *name = str(attr, "attribute");
+        assert_true(!strcmp(name, "Age") || !strcmp(name, "Marital"));
+        assert_true(cJSON_GetArraySize(get(attr, "groups")) >= 2);
+        const cJSON *trend = cJSON_GetArrayItem(get(fa, "trends"), k++), *series;
+        assert_string_equal(str(trend, "attribute"), name);
+        assert_int_equal(cJSON_GetArraySize(get(trend, "rounds")), audited);
+        cJSON_ArrayForEach(series, get(trend, "series"))
+            assert_int_equal(cJSON_GetArraySize(series), audited);
+    }
+    assert_int_equal((int)num(get(j, "summary"), "fairness_alerts"),
+                     cJSON_GetArraySize(get(latest, "alerts")));
 
     /* audit: the real federation's chain and signatures verify */
     const cJSON *au = get(j, "audit");
@@ -432,7 +446,6 @@ static void test_json_sections(void **state) {
 
     const cJSON *sum = get(j, "summary");
     assert_int_equal((int)num(sum, "rounds_committed"), 3);
-    assert_int_equal((int)num(sum, "fairness_alerts"), 1);
     cJSON_Delete(j);
 }
 
@@ -491,19 +504,17 @@ static void test_html_sections(void **state) {
         snprintf(want, sizeof want, "<section id=\"%s\">", ids[i]);
         if (!strstr(h, want)) fail_msg("no %s", want);
     }
-    /* accuracy/AUC, loss, epsilon, the calibration of Age, its two trend
-     * charts (Marital never had disparities: a note, no empty chart) */
+    /* accuracy/AUC, loss, epsilon; per attribute a calibration chart and
+     * up to two trend charts */
     int svgs = count_of(h, "<svg");
-    if (svgs != 6) fail_msg("%d SVG charts, expected 6", svgs);
-    assert_non_null(strstr(h, "No round computed a disparity for this attribute"));
+    if (svgs < 5) fail_msg("%d SVG charts", svgs);
     assert_int_equal(count_of(h, "<svg"), count_of(h, "</svg>"));
     assert_true(count_of(h, "<table") >= 10);
     assert_int_equal(count_of(h, "<table"), count_of(h, "</table>"));
-    assert_true(count_of(h, "<table class=\"fairness\">") == 2);
-    assert_non_null(strstr(h, "insufficient data"));
-    assert_non_null(
-        strstr(h, "<tr class=\"alert\"><th scope=\"row\">demographic_parity_difference"));
-    assert_non_null(strstr(h, "fewer than two groups with enough data"));
+    assert_int_equal(count_of(h, "<table class=\"fairness\">"), 2);
+    assert_int_equal(count_of(h, "<table class=\"fairness disparities\">") +
+                         count_of(h, "Disparities not computed"),
+                     2);
     assert_non_null(strstr(h, "no update before the deadline"));
     assert_non_null(strstr(h, "@media print"));
     assert_non_null(strstr(h, "break-before:page"));
@@ -745,6 +756,66 @@ static void test_legacy_db(void **state) {
     assert_true(fabs(num(pv, "delta") - 1e-6) < 1e-15);
     char *h = html_of(j);
     assert_non_null(strstr(h, "<section id=\"audit\">"));
+    free(h);
+    cJSON_Delete(j);
+}
+
+/* The fairness sections on rows with known values (the shape of
+ * docs/fairness.md): an alert in round 3, an insufficient-data group, an
+ * undefined precision, an attribute without disparities. */
+static void test_fairness_values(void **state) {
+    (void)state;
+    const char *path = tmp_path("fair-values.db");
+    fl_store *st;
+    char err[FL_ERR_LEN];
+    assert_int_equal(fl_store_open(&st, path, err), 0);
+    uint8_t model[16] = {0};
+    fl_metric mets[] = {{"accuracy", 0.7}, {"auc", 0.75}, {"loss", 0.6}};
+    fl_round_record rec = {.round = 1,
+                           .seed = 7,
+                           .model = model,
+                           .model_len = sizeof model,
+                           .metrics = mets,
+                           .n_metrics = 3};
+    assert_int_equal(fl_store_commit_round(st, &rec, err), 0);
+    fl_store_close(st);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(add_fairness_rows(db), 1);
+    sqlite3_close(db);
+    cJSON *j = build(path);
+    const cJSON *fa = get(j, "fairness");
+    assert_int_equal((int)num(fa, "last_round"), 3);
+    const cJSON *trend = cJSON_GetArrayItem(get(fa, "trends"), 0);
+    assert_string_equal(str(trend, "attribute"), "Age");
+    const cJSON *dpd = get(get(trend, "series"), "demographic_parity_difference");
+    assert_int_equal(cJSON_GetArraySize(dpd), 3);
+    assert_true(fabs(cJSON_GetArrayItem(dpd, 0)->valuedouble - 0.09) < 1e-9);
+    assert_true(fabs(cJSON_GetArrayItem(dpd, 2)->valuedouble - 0.17) < 1e-9);
+    const cJSON *mar = cJSON_GetArrayItem(get(fa, "trends"), 1);
+    assert_string_equal(str(mar, "attribute"), "Marital");
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(get(get(mar, "series"), "disparate_impact"), 0)));
+    const cJSON *apr = get(fa, "alerts_per_round");
+    assert_int_equal((int)num(cJSON_GetArrayItem(apr, 2), "alerts"), 1);
+    assert_int_equal((int)num(cJSON_GetArrayItem(apr, 0), "alerts"), 0);
+    assert_int_equal((int)num(get(j, "summary"), "fairness_alerts"), 1);
+    char *h = html_of(j);
+    /* accuracy/AUC, loss, Age's calibration and its two trend charts;
+     * Marital has neither calibration nor disparities: a note, no empty
+     * chart */
+    int svgs = count_of(h, "<svg");
+    if (svgs != 5) fail_msg("%d SVG charts, expected 5", svgs);
+    assert_non_null(strstr(h, "No round computed a disparity for this attribute"));
+    assert_non_null(strstr(h, "insufficient data"));
+    assert_non_null(strstr(h, "<h3>1 fairness alert</h3>"));
+    assert_non_null(
+        strstr(h, "<tr class=\"alert\"><th scope=\"row\">demographic_parity_difference"));
+    assert_non_null(strstr(h, "<tr class=\"alert\"><th scope=\"row\">3</th>"));
+    assert_non_null(strstr(h, "1 of 3 audited rounds raised an alert"));
+    assert_non_null(strstr(h, "Disparities not computed: fewer than two groups with enough data"));
+    assert_non_null(strstr(h, "four-fifths rule (0.8)"));
+    assert_non_null(strstr(h, "Calibration by Age group"));
+    assert_self_contained(h);
     free(h);
     cJSON_Delete(j);
 }
@@ -1007,10 +1078,11 @@ static int chromium_check(void) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--chromium")) return chromium_check();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_sections), cmocka_unit_test(test_html_sections),
-        cmocka_unit_test(test_cli_writes),    cmocka_unit_test(test_cli_errors),
-        cmocka_unit_test(test_minimal_db),    cmocka_unit_test(test_legacy_db),
-        cmocka_unit_test(test_fairness_rows), cmocka_unit_test(test_tampered),
+        cmocka_unit_test(test_json_sections),   cmocka_unit_test(test_html_sections),
+        cmocka_unit_test(test_cli_writes),      cmocka_unit_test(test_cli_errors),
+        cmocka_unit_test(test_minimal_db),      cmocka_unit_test(test_legacy_db),
+        cmocka_unit_test(test_fairness_values), cmocka_unit_test(test_fairness_rows),
+        cmocka_unit_test(test_tampered),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
