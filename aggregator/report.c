@@ -1078,6 +1078,18 @@ static void td_text(sb *b, const char *s) {
     sb_puts(b, "</td>");
 }
 
+/* A disparity: counts and parameters (gei_alpha, groups_compared) as
+ * integers, tiny indices with their significant digits, the rest with four
+ * decimals. */
+static void td_metric(sb *b, double v) {
+    if (isfinite(v) && v == floor(v) && fabs(v) < 1e9)
+        td_num(b, v, "%.0f");
+    else if (isfinite(v) && fabs(v) < 1e-3)
+        td_num(b, v, "%.3g");
+    else
+        td_num(b, v, "%.4f");
+}
+
 /* A rate or ratio: four decimals. */
 #define F4 "%.4f"
 /* A count. */
@@ -1943,8 +1955,10 @@ static void html_fairness(sb *b, const cJSON *doc) {
                 sb_puts(b, "</th>");
                 if (cJSON_IsBool(x))
                     td_text(b, cJSON_IsTrue(x) ? "yes" : "no");
+                else if (cJSON_IsString(x)) /* a group's name (privileged_group, ...) */
+                    td_text(b, x->valuestring);
                 else
-                    td_num(b, cJSON_IsNumber(x) ? x->valuedouble : NAN, F4);
+                    td_metric(b, cJSON_IsNumber(x) ? x->valuedouble : NAN);
                 td_num(b, al ? jnum(al, "limit") : NAN, "%g");
                 sb_puts(b, "</tr>\n");
             }

@@ -135,7 +135,9 @@ static void fairness_json(char *out, size_t cap, int round) {
         "\"equalized_odds_difference_to_overall\":0.05,\"equalized_odds_ratio_to_overall\":0.85,"
         "\"equal_opportunity_difference\":0.06,\"average_odds_difference\":-0.04,"
         "\"disparate_impact\":%.3f,\"four_fifths_rule_violated\":false,"
-        "\"generalized_entropy_index\":0.11,\"theil_index\":0.09},\"alerts\":[%s]},"
+        "\"generalized_entropy_index\":0.11,\"theil_index\":0.09,\"gei_alpha\":2,"
+        "\"between_group_theil_index\":0.0000545,\"privileged_group\":\"25-40\"},"
+        "\"alerts\":[%s]},"
         "{\"attribute\":\"Marital\",\"groups\":{\"married\":{\"count\":300,\"selection_rate\":0.3,"
         "\"tpr\":0.5,\"fpr\":0.1,\"fnr\":0.5,\"precision\":0.6,\"accuracy\":0.8,\"auc\":0.8}},"
         "\"disparities\":null,\"reason\":\"fewer than two groups with enough data\","
@@ -815,6 +817,10 @@ static void test_fairness_values(void **state) {
     assert_non_null(strstr(h, "Disparities not computed: fewer than two groups with enough data"));
     assert_non_null(strstr(h, "four-fifths rule (0.8)"));
     assert_non_null(strstr(h, "Calibration by Age group"));
+    /* a group name, a parameter and a tiny index among the disparities */
+    assert_non_null(strstr(h, "privileged_group</th><td>25-40</td>"));
+    assert_non_null(strstr(h, "gei_alpha</th><td class=\"num\">2</td>"));
+    assert_non_null(strstr(h, "between_group_theil_index</th><td class=\"num\">5.45e-05</td>"));
     assert_self_contained(h);
     free(h);
     cJSON_Delete(j);
