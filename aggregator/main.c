@@ -15,6 +15,7 @@
  *   cohort-aggregator --config aggregator.ini */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -642,6 +643,7 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
             rc = collect_chunk(S, site, &m, m.train.update, m.train.n_update, &ready, err);
             if (!rc && ready) {
                 r.delta = S->up[site].values;
+                r.delta_owned = S->up[site].values;
                 r.n_params = (int64_t)S->up[site].n;
             }
         } else if (!r.refused) {
@@ -772,8 +774,9 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
     else if (ready)
         rc = fl_fed_submit(S->fed, site, &r, fl_rpc_now_ms(), err);
     if (ready && S->up[site].values && S->up[site].received == S->up[site].n_chunks) {
-        /* The state machine copied (plain) or added (masked) the reassembled
+        /* The state machine took (plain) or added (masked) the reassembled
          * vector: do not hold a second model-sized buffer per site. */
+        if (!rc && r.delta_owned) S->up[site].values = NULL; /* now the state machine's */
         free(S->up[site].values);
         free(S->up[site].have);
         memset(&S->up[site], 0, sizeof S->up[site]);
@@ -918,6 +921,21 @@ static int open_audit(service *S, fl_signer **signer, const char *config, const 
     return rc;
 }
 
+/* A line of /proc/self/status (VmRSS:, VmHWM:) into the store's meta, for
+ * bench/round: the resident memory before the first site joins and at the
+ * peak, so the bench can tell the per-site growth from the fixed cost. */
+static void record_rss(service *S, const char *field, const char *key) {
+    FILE *st = fopen("/proc/self/status", "r");
+    char line[256];
+    while (st && fgets(line, sizeof line, st))
+        if (!strncmp(line, field, strlen(field))) {
+            char e2[FL_ERR_LEN], kb[64];
+            snprintf(kb, sizeof kb, "%ld", strtol(line + strlen(field), NULL, 10));
+            fl_store_meta_set(S->store, key, kb, e2);
+        }
+    if (st) fclose(st);
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: cohort-aggregator --config aggregator.ini\n");
 }
@@ -941,6 +959,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     fl_log_set_tag("aggregator");
+    /* Model-sized and chunk-sized buffers come and go every round. A fixed
+     * mmap threshold keeps each of them in its own mapping, returned to the
+     * system on free; glibc's default raises the threshold after the first
+     * large free and then keeps freed chunks in its heaps (one per gRPC
+     * thread), which made peak memory several models per site
+     * (bench/round). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     service *S = calloc(1, sizeof *S);
     char err[FL_ERR_LEN] = "";
     char *ca = NULL, *cert = NULL, *key = NULL;
@@ -981,6 +1006,7 @@ int main(int argc, char **argv) {
     int port = fl_rpc_server_port(srv);
     fl_info("listening on %s (port %d), federation '%s', %d sites allowed, %d rounds",
             S->cfg.listen, port, S->cfg.fed.federation_id, S->cfg.fed.n_allowed, S->cfg.fed.rounds);
+    record_rss(S, "VmRSS:", "start_rss_kb");
     if (S->cfg.port_file[0] && (rc = write_port_file(S->cfg.port_file, port, err))) goto cleanup;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1020,18 +1046,7 @@ int main(int argc, char **argv) {
     } else {
         fl_info("federation finished after %d rounds", fl_fed_round(S->fed));
     }
-    {
-        /* The peak resident memory, for bench/round (Linux VmHWM). */
-        FILE *st = fopen("/proc/self/status", "r");
-        char line[256];
-        while (st && fgets(line, sizeof line, st))
-            if (!strncmp(line, "VmHWM:", 6)) {
-                char e2[FL_ERR_LEN], kb[64];
-                snprintf(kb, sizeof kb, "%ld", strtol(line + 6, NULL, 10));
-                fl_store_meta_set(S->store, "peak_rss_kb", kb, e2);
-            }
-        if (st) fclose(st);
-    }
+    record_rss(S, "VmHWM:", "peak_rss_kb");
     {
         /* Sign the head once more, so the last events (the end of the
          * federation) are covered by a signature too. The service threads

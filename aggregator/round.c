@@ -1350,9 +1350,12 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
             if (!isfinite(r->delta[i]))
                 return refuse(f, site, FL_ENUMERIC, err, "update[%lld] is not finite",
                               (long long)i);
-        float *copy = malloc((size_t)r->n_params * sizeof(float));
-        if (!copy) return FL_ENOMEM;
-        memcpy(copy, r->delta, (size_t)r->n_params * sizeof(float));
+        float *copy = r->delta_owned;
+        if (!copy) {
+            copy = malloc((size_t)r->n_params * sizeof(float));
+            if (!copy) return FL_ENOMEM;
+            memcpy(copy, r->delta, (size_t)r->n_params * sizeof(float));
+        }
         free(ss->delta);
         ss->delta = copy;
         ss->n_examples = r->n_examples;

@@ -143,6 +143,10 @@ typedef struct fl_result {
     int64_t n_stats;
     /* TRAIN */
     const float *delta;
+    /* TRAIN: when not NULL, the same vector as delta in a malloc'd buffer the
+     * state machine takes over on success (FL_OK) instead of copying it; on
+     * any error it stays the caller's. */
+    float *delta_owned;
     int64_t n_params;
     int64_t n_examples;
     double train_loss;

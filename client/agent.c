@@ -306,9 +306,9 @@ static int fetch_model(agent *A, const fl_wire_task *t, char *err) {
         f.round = t->round;
         memcpy(f.sha256, t->model.sha256, 32);
         f.offset = at;
-        /* 1 MiB pieces: the aggregator then holds at most that much per
-         * reply in flight to each site, not the whole model. */
-        f.max_bytes = 1u << 20;
+        /* Chunk-sized pieces: the aggregator then holds at most that much
+         * per reply in flight to each site, not the whole model. */
+        f.max_bytes = FL_WIRE_CHUNK_BYTES;
         uint8_t *req, *resp = NULL;
         size_t len, rlen;
         int status;

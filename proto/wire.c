@@ -407,7 +407,7 @@ static int check_stats(vctx *v, const char *path, const fl_wire_stats *s, bool m
     if (masked) {
         if (s->n_cols || s->n_levels)
             return bad(v, "%s: plain statistics in a masked result", sub(q, path, ".count"));
-        if ((rc = want_u64(v, sub(q, path, ".masked"), s->n_masked, 1, FL_WIRE_CHUNK_VALUES)))
+        if ((rc = want_u64(v, sub(q, path, ".masked"), s->n_masked, 1, FL_WIRE_MAX_VECTOR_VALUES)))
             return rc;
         if (ex && ex->n_masked && s->n_masked != ex->n_masked)
             return bad(v, "%s: %" PRIu64 " values, expected %" PRIu64, q, s->n_masked,
@@ -672,9 +672,9 @@ static int stats_in(vctx *v, const char *path, fl_wire_stats *s,
     if (pb->n_level_counts > FL_WIRE_MAX_LEVELS)
         return bad(v, "%s: %zu values, limit %u", sub(q, path, ".level_counts"), pb->n_level_counts,
                    FL_WIRE_MAX_LEVELS);
-    if (pb->n_masked > FL_WIRE_CHUNK_VALUES)
+    if (pb->n_masked > FL_WIRE_MAX_VECTOR_VALUES)
         return bad(v, "%s: %zu values, limit %u", sub(q, path, ".masked"), pb->n_masked,
-                   FL_WIRE_CHUNK_VALUES);
+                   FL_WIRE_MAX_VECTOR_VALUES);
     if ((rc = dup_array(v, path, (void **)&s->count, pb->count, n, sizeof *s->count)) ||
         (rc = dup_array(v, path, (void **)&s->sum, pb->sum, n, sizeof *s->sum)) ||
         (rc = dup_array(v, path, (void **)&s->sumsq, pb->sumsq, n, sizeof *s->sumsq)) ||
@@ -1850,7 +1850,7 @@ static int eval_result_check(vctx *v, const fl_wire_eval_result *e, bool masked,
         if (e->n_hist || e->n_fairness)
             return bad(v, "Submit.eval.%s: plain counts in a masked result",
                        e->n_hist ? "score_hist" : "fairness");
-        if ((rc = want_u64(v, "Submit.eval.masked", e->n_masked, 1, FL_WIRE_CHUNK_VALUES)))
+        if ((rc = want_u64(v, "Submit.eval.masked", e->n_masked, 1, FL_WIRE_MAX_VECTOR_VALUES)))
             return rc;
         if (ex && ex->n_masked && e->n_masked != ex->n_masked)
             return bad(v, "Submit.eval.masked: %" PRIu64 " values, expected %" PRIu64, e->n_masked,
@@ -2042,12 +2042,12 @@ static int submit_payload_in(vctx *v, fl_wire_submit *m, const Cohort__V1__Submi
         const Cohort__V1__EvalResult *e = pb->eval;
         fl_wire_eval_result *d = &m->eval;
         if (e->n_score_hist > FL_WIRE_MAX_HIST || e->n_fairness > FL_WIRE_MAX_FAIRNESS ||
-            e->n_masked > FL_WIRE_CHUNK_VALUES)
+            e->n_masked > FL_WIRE_MAX_VECTOR_VALUES)
             return bad(v,
                        "Submit.eval: %zu histogram, %zu fairness and %zu masked values, limits "
                        "%u, %u and %u",
                        e->n_score_hist, e->n_fairness, e->n_masked, FL_WIRE_MAX_HIST,
-                       FL_WIRE_MAX_FAIRNESS, FL_WIRE_CHUNK_VALUES);
+                       FL_WIRE_MAX_FAIRNESS, FL_WIRE_MAX_VECTOR_VALUES);
         if ((rc = dup_array(v, "Submit.eval", (void **)&d->score_hist, e->score_hist,
                             e->n_score_hist, sizeof *d->score_hist)) ||
             (rc = dup_array(v, "Submit.eval", (void **)&d->fairness, e->fairness, e->n_fairness,

@@ -41,9 +41,15 @@
 /* ============================== limits ============================== */
 
 /* One chunk of a large payload: model bytes per FetchChunk, and update or
- * masked values per Submit (4 MiB of float32 or uint32). */
-#define FL_WIRE_CHUNK_BYTES (4u << 20)
+ * masked values per Submit (1 MiB of float32 or uint32). Small chunks keep
+ * the aggregator's memory near one model-sized buffer per site: a request
+ * in flight is copied a few times on its way in (gRPC, protobuf, checks),
+ * and each copy is a chunk, not a model (bench/round). */
+#define FL_WIRE_CHUNK_BYTES (1u << 20)
 #define FL_WIRE_CHUNK_VALUES (FL_WIRE_CHUNK_BYTES / 4u)
+/* The most values of a vector that is never chunked (a masked statistics or
+ * evaluation vector): 4 MiB. */
+#define FL_WIRE_MAX_VECTOR_VALUES (1u << 20)
 /* Largest encoded message: a full chunk plus the rest of its message. A gRPC
  * endpoint sets GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH to this. */
 #define FL_WIRE_MAX_MESSAGE_BYTES (5u << 20)
