@@ -139,3 +139,20 @@ void fl_proc_result_free(fl_proc_result *r) {
     free(r->err);
     r->out = r->err = NULL;
 }
+
+fl_proc_result fl_test_cohort(const char *sub, ...) {
+    char *argv[64], bin[4096];
+    int n = 0;
+    snprintf(bin, sizeof bin, "%s", fl_test_bin("cohort"));
+    argv[n++] = bin;
+    argv[n++] = (char *)sub;
+    va_list ap;
+    va_start(ap, sub);
+    for (const char *a = va_arg(ap, const char *); a && n < 63; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    fl_proc_result r;
+    assert_int_equal(fl_test_run(&r, argv), 0);
+    return r;
+}

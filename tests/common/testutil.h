@@ -32,6 +32,10 @@ typedef struct fl_proc_result {
 /* Runs argv[0] (a path) with argv, waits, captures both streams.
  * Returns 0 or -1 if the process could not be started. */
 int fl_test_run(fl_proc_result *r, char *const argv[]);
+
+/* Runs `cohort SUB ARGS...` (the built cohort binary; ARGS NULL-terminated,
+ * at most 60) and returns the result; fails the test if it cannot start. */
+fl_proc_result fl_test_cohort(const char *sub, ...);
 void fl_proc_result_free(fl_proc_result *r);
 
 #endif

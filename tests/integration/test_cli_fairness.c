@@ -47,22 +47,8 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* Runs cohort fairness with the given arguments (NULL-terminated). */
-static fl_proc_result run(const char *first, ...) {
-    char *argv[40];
-    int n = 0;
-    argv[n++] = g_cohort;
-    argv[n++] = "fairness";
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 39; a = va_arg(ap, const char *))
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    fl_proc_result r;
-    assert_int_equal(fl_test_run(&r, argv), 0);
-    return r;
-}
+/* Runs `cohort fairness ARGS...` (NULL-terminated). */
+#define run(...) fl_test_cohort("fairness", __VA_ARGS__)
 
 static cJSON *parse_ok(fl_proc_result *r) {
     if (r->exit_code != 0) fail_msg("cohort fairness exited %d: %s", r->exit_code, r->err);

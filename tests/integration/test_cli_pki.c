@@ -22,22 +22,8 @@ static int setup(void **state) {
     return 0;
 }
 
-/* Runs `cohort pki ARGS...` (NULL-terminated) and returns the result. */
-static fl_proc_result pki(const char *first, ...) {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = g_cohort;
-    argv[n++] = "pki";
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    fl_proc_result r;
-    assert_int_equal(fl_test_run(&r, argv), 0);
-    return r;
-}
+/* Runs `cohort pki ARGS...` (NULL-terminated). */
+#define pki(...) fl_test_cohort("pki", __VA_ARGS__)
 
 static void expect(fl_proc_result r, int code, const char *in_stderr) {
     if (r.exit_code != code)

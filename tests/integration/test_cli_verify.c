@@ -84,21 +84,7 @@ static int setup(void **state) {
 }
 
 /* Runs `cohort verify ARGS...` (NULL-terminated). */
-static fl_proc_result verify(const char *first, ...) {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = g_cohort;
-    argv[n++] = "verify";
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    fl_proc_result r;
-    assert_int_equal(fl_test_run(&r, argv), 0);
-    return r;
-}
+#define verify(...) fl_test_cohort("verify", __VA_ARGS__)
 
 static void expect(fl_proc_result r, int code, const char *in_stdout, const char *in_stderr) {
     if (r.exit_code != code)
