@@ -15,65 +15,18 @@
 #include "client/site.h"
 #include "core/metrics.h"
 #include "core/partition.h"
+#include "sites.h"
 
 #define SITES 3
 
-typedef struct world {
-    fl_schema schema;
-    fl_csv csv;
-    fl_encoder enc;
-    int32_t *y, *test;
-    int64_t n_test;
-    fl_site site[SITES];
-} world;
+typedef fl_test_sites world;
 
 static void make_world(world *w, const char *partition) {
-    char err[FL_ERR_LEN];
-    memset(w, 0, sizeof *w);
-    char schema_path[4096];
-    snprintf(schema_path, sizeof schema_path, "%s/../credit.schema.ini", COHORT_DATA_DIR);
-    assert_int_equal(fl_schema_load(&w->schema, schema_path, err), FL_OK);
-    assert_int_equal(fl_csv_load(&w->csv, fl_test_data("credit_data.csv"), err), FL_OK);
-    assert_int_equal(fl_encoder_init(&w->enc, &w->schema, &w->csv, err), FL_OK);
-    w->y = malloc((size_t)w->csv.n_rows * sizeof(int32_t));
-    assert_int_equal(fl_encoder_labels(w->y, &w->enc, &w->csv, err), FL_OK);
-    int32_t *rest, *none;
-    int64_t n_rest, n_none;
-    assert_int_equal(fl_split_stratified(&rest, &n_rest, &none, &n_none, &w->test, &w->n_test, w->y,
-                                         w->csv.n_rows, w->enc.n_classes, 0.0, 0.2, 42),
-                     FL_OK);
-    int *site_of = malloc((size_t)n_rest * sizeof(int));
-    assert_int_equal(fl_partition(site_of, &w->csv, w->y, w->enc.n_classes, rest, n_rest, SITES,
-                                  partition, 42, err),
-                     FL_OK);
-    char path[4096], spath[4096];
-    snprintf(spath, sizeof spath, "%s/site.schema.ini", fl_test_tmpdir());
-    assert_int_equal(fl_schema_write_with_levels(spath, &w->schema, &w->enc, err), FL_OK);
-    int32_t *rows = malloc((size_t)n_rest * sizeof(int32_t));
-    for (int s = 0; s < SITES; s++) {
-        int64_t k = 0;
-        for (int64_t i = 0; i < n_rest; i++)
-            if (site_of[i] == s) rows[k++] = rest[i];
-        assert_true(k > 0);
-        snprintf(path, sizeof path, "%s/site-%d.csv", fl_test_tmpdir(), s + 1);
-        assert_int_equal(fl_csv_write_rows(path, &w->csv, rows, k, err), FL_OK);
-        if (fl_site_open(&w->site[s], path, spath, 0.2, 100 + s, FL_DEVICE_CPU, err))
-            fail_msg("%s", err);
-    }
-    free(rows);
-    free(site_of);
-    free(rest);
-    free(none);
+    fl_test_sites_open(w, SITES, partition, "inproc");
 }
 
 static void free_world(world *w) {
-    for (int s = 0; s < SITES; s++)
-        fl_site_close(&w->site[s]);
-    fl_encoder_free(&w->enc);
-    fl_csv_free(&w->csv);
-    fl_schema_free(&w->schema);
-    free(w->y);
-    free(w->test);
+    fl_test_sites_close(w);
 }
 
 /* One poll-and-work pass over every site. */

@@ -22,67 +22,42 @@
 #include "crypto/pki.h"
 #include "crypto/secagg.h"
 #include "crypto/secagg_vec.h"
+#include "sites.h"
 
 #define MAX_SITES 5
 
 typedef struct world {
-    int n; /* sites */
-    fl_schema schema;
-    fl_csv csv;
-    fl_encoder enc;
-    int32_t *y, *test;
-    int64_t n_test;
-    fl_site site[MAX_SITES];
+    fl_test_sites sites; /* the credit data at n sites (tests/common/sites.h) */
+    int n;
+    fl_site *site;
     char pki[4096];
     char *cert[MAX_SITES];
     fl_secagg_client *sa[MAX_SITES];
     fl_csprng *rng;
-    int dead[MAX_SITES]; /* stops answering from this step on: (round << 8 | stage) */
+    int dead[MAX_SITES]; /* stopped answering */
     int dead_round[MAX_SITES], dead_stage[MAX_SITES];
+    /* the central test rows, for the final figures */
+    fl_csv *csv;
+    int32_t *y, *test;
+    int64_t n_test;
 } world;
 
 static void make_world(world *w, int n_sites) {
     char err[FL_ERR_LEN];
+    static int worlds;
     memset(w, 0, sizeof *w);
+    char tag[32];
+    snprintf(tag, sizeof tag, "sa%d", ++worlds);
+    fl_test_sites_open(&w->sites, n_sites, "by:Home", tag);
     w->n = n_sites;
-    char schema_path[4096];
-    snprintf(schema_path, sizeof schema_path, "%s/../credit.schema.ini", COHORT_DATA_DIR);
-    assert_int_equal(fl_schema_load(&w->schema, schema_path, err), FL_OK);
-    assert_int_equal(fl_csv_load(&w->csv, fl_test_data("credit_data.csv"), err), FL_OK);
-    assert_int_equal(fl_encoder_init(&w->enc, &w->schema, &w->csv, err), FL_OK);
-    w->y = malloc((size_t)w->csv.n_rows * sizeof(int32_t));
-    assert_int_equal(fl_encoder_labels(w->y, &w->enc, &w->csv, err), FL_OK);
-    int32_t *rest, *none;
-    int64_t n_rest, n_none;
-    assert_int_equal(fl_split_stratified(&rest, &n_rest, &none, &n_none, &w->test, &w->n_test, w->y,
-                                         w->csv.n_rows, w->enc.n_classes, 0.0, 0.2, 42),
-                     FL_OK);
-    int *site_of = malloc((size_t)n_rest * sizeof *site_of);
-    assert_int_equal(fl_partition(site_of, &w->csv, w->y, w->enc.n_classes, rest, n_rest, w->n,
-                                  "by:Home", 42, err),
-                     FL_OK);
-    char spath[4096];
-    snprintf(spath, sizeof spath, "%s/sa.schema.ini", fl_test_tmpdir());
-    assert_int_equal(fl_schema_write_with_levels(spath, &w->schema, &w->enc, err), FL_OK);
-    int32_t *rows = malloc((size_t)n_rest * sizeof *rows);
-    for (int s = 0; s < w->n; s++) {
-        int64_t k = 0;
-        for (int64_t i = 0; i < n_rest; i++)
-            if (site_of[i] == s) rows[k++] = rest[i];
-        char cpath[4096];
-        snprintf(cpath, sizeof cpath, "%s/sa-site-%d.csv", fl_test_tmpdir(), s + 1);
-        assert_int_equal(fl_csv_write_rows(cpath, &w->csv, rows, k, err), FL_OK);
-        if (fl_site_open(&w->site[s], cpath, spath, 0.2, 100 + (uint64_t)s, FL_DEVICE_CPU, err))
-            fail_msg("%s", err);
-    }
-    free(rows);
-    free(site_of);
-    free(rest);
-    free(none);
+    w->site = w->sites.site;
+    w->csv = &w->sites.csv;
+    w->y = w->sites.y;
+    w->test = w->sites.test;
+    w->n_test = w->sites.n_test;
     /* A federation CA and one client certificate per site: the keys every
      * site advertises are signed with them. */
-    static int worlds;
-    snprintf(w->pki, sizeof w->pki, "%s/sa-pki-%d", fl_test_tmpdir(), ++worlds);
+    snprintf(w->pki, sizeof w->pki, "%s/%s-pki", fl_test_tmpdir(), tag);
     if (fl_pki_init(w->pki, "secagg-test", 30, err)) fail_msg("%s", err);
     for (int s = 0; s < w->n; s++) {
         char name[32], path[4200];
@@ -97,16 +72,11 @@ static void make_world(world *w, int n_sites) {
 
 static void free_world(world *w) {
     for (int s = 0; s < w->n; s++) {
-        fl_site_close(&w->site[s]);
         fl_secagg_client_free(w->sa[s]);
         free(w->cert[s]);
     }
     fl_csprng_free(w->rng);
-    fl_encoder_free(&w->enc);
-    fl_csv_free(&w->csv);
-    fl_schema_free(&w->schema);
-    free(w->y);
-    free(w->test);
+    fl_test_sites_close(&w->sites);
 }
 
 static void train_cfg(fl_train_config *c, uint64_t seed) {
@@ -315,7 +285,7 @@ static double run(world *w, int secagg, int rounds, const char *db, int64_t *dea
     assert_null(fl_fed_error(f));
     fl_dataset test;
     assert_int_equal(
-        fl_dataset_encode(&test, &w->site[0].enc, &w->csv, w->y, w->test, w->n_test, err), FL_OK);
+        fl_dataset_encode(&test, &w->site[0].enc, w->csv, w->y, w->test, w->n_test, err), FL_OK);
     size_t len;
     const uint8_t *blob = fl_fed_model(f, &len, NULL);
     fl_model_spec spec;
