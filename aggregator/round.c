@@ -36,6 +36,19 @@ typedef struct site_state {
     int sa_in;          /* in the current secure-sum stage's set (U0, U1, U2, U3) */
 } site_state;
 
+/* Plain updates are summed as they arrive, exactly, in fixed point: each
+ * value times the site's example count, scaled by 2^ACC_FRAC, into a 128-bit
+ * integer per parameter. Integer addition does not depend on the order, so
+ * the mean is bit-identical whatever order the updates arrive in, and the
+ * aggregator holds one accumulator instead of a model-sized buffer per site
+ * (issue #3; the robust strategies still need every update). |value| <
+ * 2^ACC_RANGE and n_examples <= 2^40 keep 256 sites' sums below 2^127;
+ * values below 2^-ACC_FRAC (far under float32's resolution of any delta
+ * that moves a model) are dropped, the same way whatever the order. */
+__extension__ typedef __int128 acc_t;
+#define ACC_FRAC 48
+#define ACC_RANGE 24
+
 /* What one evaluation adds up to, plain or secure. */
 typedef struct eval_sums {
     double loss;
@@ -80,6 +93,8 @@ struct fl_federation {
     double sa_weight_total; /* n_examples over U2 (TRAIN) */
     uint32_t sa_surv[FL_SECAGG_MAX_SITES], sa_drop[FL_SECAGG_MAX_SITES];
     uint32_t n_stats_cols; /* statistics layout (fl_fed_set_stats_len) */
+    acc_t *acc;            /* (n_params) the round's exact sum of plain updates */
+    int64_t acc_weight;    /* the sum of their example counts */
 };
 
 const char *fl_stage_name(int stage) {
@@ -355,6 +370,7 @@ void fl_fed_free(fl_federation *f) {
         free(f->site[s].stats);
     }
     fl_secagg_server_free(f->sa);
+    free(f->acc);
     fl_strategy_free(&f->strat);
     free(f->global);
     free(f->model);
@@ -442,7 +458,23 @@ static void begin_stage(fl_federation *f, int stage, int64_t now_ms) {
 
 static void begin_secure(fl_federation *f, int purpose, int64_t now_ms);
 
+static void fail(fl_federation *f, const char *err);
+
+/* Plain updates go straight into the exact accumulator (see acc_t). */
+static int streaming(const fl_federation *f) {
+    return !f->cfg.secagg && !fl_strategy_needs_plaintext(f->cfg.strategy.kind);
+}
+
 static void begin_train(fl_federation *f, int64_t now_ms) {
+    if (streaming(f)) {
+        if (!f->acc) f->acc = malloc((size_t)f->n_params * sizeof *f->acc);
+        if (!f->acc) {
+            fail(f, "out of memory for the update accumulator");
+            return;
+        }
+        memset(f->acc, 0, (size_t)f->n_params * sizeof *f->acc);
+        f->acc_weight = 0;
+    }
     /* A seeded sample of the joined sites: the same sites for the same
      * round and join set, so a restarted round trains the same cohort. */
     int ids[FL_MAX_SITES], n = 0;
@@ -762,14 +794,24 @@ static void finish_train(fl_federation *f, int64_t now_ms) {
     int n, dropped, refused, selected;
     count_outcomes(f, &n, &dropped, &refused, &selected, "TRAIN");
     if (short_round(f, n, refused, selected, now_ms)) return;
-    int k = 0;
-    for (int s = 1; s <= f->cfg.n_allowed; s++)
-        if (f->site[s].selected && f->site[s].delta)
-            ups[k++] = (fl_update){s, (double)f->site[s].n_examples, f->site[s].delta};
     char err[FL_ERR_LEN] = "";
     f->t_train_ms = (double)(now_ms - f->t_train_start);
     int64_t t0 = fl_now_ms();
-    int rc = fl_strategy_apply(&f->strat, f->global, ups, k, err);
+    int rc;
+    if (streaming(f)) {
+        double *mean = malloc((size_t)f->n_params * sizeof *mean);
+        rc = mean ? FL_OK : fl_seterr(err, FL_ENOMEM, "out of memory");
+        for (int64_t i = 0; !rc && i < f->n_params; i++)
+            mean[i] = ldexp((double)f->acc[i], -ACC_FRAC) / (double)f->acc_weight;
+        if (!rc) rc = fl_strategy_apply_mean(&f->strat, f->global, mean, err);
+        free(mean);
+    } else {
+        int k = 0;
+        for (int s = 1; s <= f->cfg.n_allowed; s++)
+            if (f->site[s].selected && f->site[s].delta)
+                ups[k++] = (fl_update){s, (double)f->site[s].n_examples, f->site[s].delta};
+        rc = fl_strategy_apply(&f->strat, f->global, ups, k, err);
+    }
     aggregated(f, n, dropped, t0, rc, err, now_ms);
 }
 
@@ -1350,6 +1392,25 @@ int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms
             if (!isfinite(r->delta[i]))
                 return refuse(f, site, FL_ENUMERIC, err, "update[%lld] is not finite",
                               (long long)i);
+        if (r->n_examples > ((int64_t)1 << 40))
+            return refuse(f, site, FL_EINVAL, err, "update trained on %lld examples, limit 2^40",
+                          (long long)r->n_examples);
+        if (streaming(f)) {
+            const double lim = ldexp(1.0, ACC_RANGE);
+            for (int64_t i = 0; i < r->n_params; i++)
+                if (fabs((double)r->delta[i]) >= lim)
+                    return refuse(f, site, FL_EINVAL, err,
+                                  "update[%lld] = %g is outside +-2^%d (a diverged site?)",
+                                  (long long)i, (double)r->delta[i], ACC_RANGE);
+            for (int64_t i = 0; i < r->n_params; i++)
+                f->acc[i] += (acc_t)ldexp((double)r->delta[i], ACC_FRAC) * r->n_examples;
+            f->acc_weight += r->n_examples;
+            free(r->delta_owned); /* taken over: nothing to keep */
+            ss->n_examples = r->n_examples;
+            ss->completed = 1;
+            train_outcome(f, site, r);
+            break;
+        }
         float *copy = r->delta_owned;
         if (!copy) {
             copy = malloc((size_t)r->n_params * sizeof(float));

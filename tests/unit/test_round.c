@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "aggregator/round.h"
+#include "core/model.h"
+#include <stdlib.h>
 
 #define NP 4 /* logreg with 3 features: 3 weights + 1 bias */
 
@@ -221,10 +223,73 @@ static void test_resume_same_model(void **state) {
     assert_memory_equal(want, got, 32);
 }
 
+/* FedAvg sums plain updates as they arrive, in exact fixed point: the same
+ * updates in any order give a bit-identical model, equal to the weighted
+ * mean within float rounding; a value beyond the accumulator's range is
+ * refused and changes nothing. */
+static void test_arrival_order(void **state) {
+    (void)state;
+    fl_fed_config c;
+    config(&c, 1);
+    char err[FL_ERR_LEN];
+    static const int orders[2][3] = {{1, 2, 3}, {3, 1, 2}};
+    float d[4][NP];
+    for (int s = 1; s <= 3; s++)
+        for (int i = 0; i < NP; i++) /* values of many magnitudes and signs */
+            d[s][i] = (float)((s * 7 + i * 13) % 11 - 5) * powf(10.0f, (float)(i - s));
+    uint8_t sha[2][32];
+    float got[NP], want[NP];
+    for (int pass = 0; pass < 2; pass++) {
+        fl_store *st = open_store(pass ? "order-b.db" : "order-a.db");
+        fl_federation *f;
+        assert_int_equal(fl_fed_open(&f, &c, st, 0, err), FL_OK);
+        join_all(f, 0);
+        submit_stats(f, 0);
+        size_t len;
+        const uint8_t *h, *blob = fl_fed_model(f, &len, &h);
+        fl_model_spec spec;
+        float *p0;
+        assert_int_equal(fl_model_deserialize(&spec, &p0, blob, len, err), FL_OK);
+        if (pass == 0) {
+            float big[NP] = {0, 0, 33554432.0f, 0}; /* 2^25: out of range */
+            fl_result r = {
+                .kind = FL_TASK_TRAIN, .round = 1, .delta = big, .n_params = NP, .n_examples = 1};
+            assert_int_equal(fl_fed_submit(f, 1, &r, 0, err), FL_EINVAL);
+            assert_non_null(strstr(err, "outside"));
+        }
+        for (int k = 0; k < 3; k++) {
+            int s = orders[pass][k];
+            fl_result r = {.kind = FL_TASK_TRAIN,
+                           .round = 1,
+                           .delta = d[s],
+                           .n_params = NP,
+                           .n_examples = 100 * s};
+            assert_int_equal(fl_fed_submit(f, s, &r, 0, err), FL_OK);
+        }
+        assert_int_equal(fl_fed_stage(f), FL_STAGE_EVALUATE);
+        blob = fl_fed_model(f, &len, &h);
+        memcpy(sha[pass], h, 32);
+        float *p1;
+        assert_int_equal(fl_model_deserialize(&spec, &p1, blob, len, err), FL_OK);
+        for (int i = 0; i < NP; i++) {
+            double m = (100.0 * d[1][i] + 200.0 * d[2][i] + 300.0 * d[3][i]) / 600.0;
+            want[i] = (float)((double)p0[i] + m);
+            got[i] = p1[i];
+            assert_float_equal(got[i], want[i], 1e-6 * (1.0 + fabs(want[i])));
+        }
+        free(p0);
+        free(p1);
+        fl_fed_free(f);
+        fl_store_close(st);
+    }
+    assert_memory_equal(sha[0], sha[1], 32);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_federation),
         cmocka_unit_test(test_resume_same_model),
+        cmocka_unit_test(test_arrival_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
