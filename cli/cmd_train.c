@@ -313,6 +313,10 @@ static void on_epoch(void *ctx, const fl_epoch_report *r) {
                 r->train_loss, eps, d->delta, fl_accountant_name(d->accountant));
         return;
     }
+    if (!isfinite(r->val_loss)) { /* no validation split (--val-fraction 0) */
+        fl_info("epoch %3d  train loss %.5f", r->epoch, r->train_loss);
+        return;
+    }
     fl_info("epoch %3d  train loss %.5f  val loss %.5f  val acc %.4f%s", r->epoch, r->train_loss,
             r->val_loss, r->val_accuracy, r->improved ? "  *" : "");
 }
