@@ -241,6 +241,7 @@ typedef struct fed_opts {
     double stage_timeout;
     const char *model; /* default logreg */
     int fixed_port;    /* listen on this port instead of 0 (restarts keep it) */
+    const char *extra; /* appended to aggregator.ini (more sections) */
 } fed_opts;
 
 typedef struct fed {
@@ -280,13 +281,14 @@ static void fed_config(fed *F, const char *name, const fed_opts *o) {
                       "stage_timeout = %g\n"
                       "[federation]\nrounds = %d\nmin_sites = %d\n"
                       "[model]\ntype = %s\n"
-                      "[train]\nlocal_epochs = 1\nbatch_size = 32\nlr = 0.1\n",
+                      "[train]\nlocal_epochs = 1\nbatch_size = 32\nlr = 0.1\n%s",
                       o->fixed_port, pki_file(g_pki, "ca", "crt"), pki_file(g_pki, "ca", "crl"),
                       pki_file(g_pki, "aggregator", "crt"), pki_file(g_pki, "aggregator", "key"),
                       o->sites ? o->sites : "site-1,site-2,site-3",
                       o->join_timeout ? o->join_timeout : 10,
                       o->stage_timeout > 0 ? o->stage_timeout : 10.0, o->rounds ? o->rounds : 3,
-                      o->min_sites ? o->min_sites : 2, o->model ? o->model : "logreg"),
+                      o->min_sites ? o->min_sites : 2, o->model ? o->model : "logreg",
+                      o->extra ? o->extra : ""),
         0);
 }
 
@@ -1319,6 +1321,51 @@ static void test_aggregator_killed(void **state) {
                      1);
 }
 
+/* With secure aggregation on, the aggregator SIGKILLed while round 2's
+ * secure sum of updates waits for masked inputs, and restarted: the sites
+ * join again, the round's secure sum starts over under a new session (the
+ * old keys and shares are worthless to the new process), and the federation
+ * finishes with an audit log that verifies. */
+static void test_aggregator_killed_secagg(void **state) {
+    (void)state;
+    fed F;
+    int port = ft_free_port();
+    assert_true(port > 0);
+    fed_opts o = {.rounds = 3, .fixed_port = port, .extra = "[secagg]\nenabled = true\n"};
+    fed_config(&F, "aggregator-killed-secagg", &o);
+    fed_start_aggregator(&F);
+    for (int k = 1; k <= 3; k++)
+        fed_start_client(&F, k, g_data3);
+    wait_count(F.db, 1,
+               "SELECT count(*) FROM events WHERE kind = 'stage' AND round = 2 AND "
+               "detail LIKE 'MASKED_INPUT%'",
+               F.agg);
+    ft_kill(F.agg);
+    int64_t committed = q_int(F.db, "SELECT max(round) FROM rounds");
+    assert_int_equal(committed, 1);
+    fed_start_aggregator(&F);
+    for (int k = 1; k <= 3; k++)
+        expect_exit(F.cli[k], 0, RUN_MS, "cohort-client", client_log(&F, k));
+    expect_exit(F.agg, 0, RUN_MS, "restarted cohort-aggregator", F.agg_log);
+    fed_check_logs(&F);
+    assert_int_equal(q_int(F.db, "SELECT count(*) FROM rounds WHERE round BETWEEN 1 AND 3"), 3);
+    for (int r = 1; r <= 3; r++)
+        assert_int_equal(q_int(F.db, "SELECT n_completed FROM rounds WHERE round = %d", r), 3);
+    /* round 2's secure sum of updates began twice: once per aggregator */
+    assert_true(events(&F, "kind = 'secagg' AND round = 2 AND detail LIKE 'secure sum of "
+                           "training updates:%'") >= 2);
+    assert_true(q_double(F.db, "SELECT value FROM metrics WHERE round = 3 AND name = "
+                               "'accuracy'") >= 0.7);
+    char *argv[] = {(char *)fl_test_bin("cohort"), "verify", "--db", F.db, NULL};
+    char bin[4200];
+    snprintf(bin, sizeof bin, "%s", argv[0]);
+    argv[0] = bin;
+    fl_proc_result pr;
+    assert_int_equal(fl_test_run(&pr, argv), 0);
+    if (pr.exit_code) fail_msg("cohort verify: %s", pr.err);
+    fl_proc_result_free(&pr);
+}
+
 /* ---------------------------------------------- 6. chunked transfers */
 
 static void test_large_model(void **state) {
@@ -1358,6 +1405,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_refused_messages, teardown),
         cmocka_unit_test_teardown(test_site_killed, teardown),
         cmocka_unit_test_teardown(test_aggregator_killed, teardown),
+        cmocka_unit_test_teardown(test_aggregator_killed_secagg, teardown),
         cmocka_unit_test_teardown(test_large_model, teardown),
     };
     /* FEDTEST_FILTER=test_site_killed runs one case (cases 3 and 5 then run
