@@ -12,20 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "crypto/pki.h"
 
 /* ============================ Encodings ================================= */
 
-static void put_u64(uint8_t b[8], uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        b[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
 static void hash_int(crypto_hash_sha256_state *h, int64_t v) {
     uint8_t b[8];
-    put_u64(b, (uint64_t)v);
+    fl_put_be64(b, (uint64_t)v);
     crypto_hash_sha256_update(h, b, 8);
 }
 
@@ -78,16 +72,16 @@ static int message(uint8_t **msg, size_t *len, const char *label, const char *fe
     *len = 0;
     if (!p) return FL_ENOMEM;
     *p++ = 1;
-    put_u64(p, ll);
+    fl_put_be64(p, ll);
     p += 8;
     memcpy(p, label, ll);
     p += ll;
     *p++ = 1;
-    put_u64(p, fl);
+    fl_put_be64(p, fl);
     p += 8;
     memcpy(p, fed, fl);
     p += fl;
-    put_u64(p, (uint64_t)v);
+    fl_put_be64(p, (uint64_t)v);
     p += 8;
     memcpy(p, hash, 32);
     *len = n;

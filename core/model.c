@@ -1,6 +1,7 @@
 /* model.c: logistic regression and the MLP on the backend table (model.h).
  * The three GEMMs of a dense layer and their column-major arguments are
  * derived in docs/kernels.md. */
+#include "core/bytes.h"
 #include "model.h"
 
 #include <math.h>
@@ -285,15 +286,6 @@ int fl_model_predict(fl_model *m, float *probs, const float *X, int64_t n) {
 
 static const char MAGIC[8] = {'C', 'O', 'H', 'O', 'R', 'T', 'M', '1'};
 
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec, const float *params) {
     int64_t np = fl_model_spec_nparams(spec);
     size_t hdr = 8 + 4 * (3 + (size_t)spec->n_hidden + 1) + 8;
@@ -302,17 +294,17 @@ int fl_model_serialize(uint8_t **buf, size_t *len, const fl_model_spec *spec, co
     if (!b) return FL_ENOMEM;
     memcpy(p, MAGIC, 8);
     p += 8;
-    put_u32(p, 1), p += 4; /* format version */
-    put_u32(p, (uint32_t)spec->n_in), p += 4;
-    put_u32(p, (uint32_t)spec->n_classes), p += 4;
-    put_u32(p, (uint32_t)spec->n_hidden), p += 4;
+    fl_put_le32(p, 1), p += 4; /* format version */
+    fl_put_le32(p, (uint32_t)spec->n_in), p += 4;
+    fl_put_le32(p, (uint32_t)spec->n_classes), p += 4;
+    fl_put_le32(p, (uint32_t)spec->n_hidden), p += 4;
     for (int l = 0; l < spec->n_hidden; l++)
-        put_u32(p, (uint32_t)spec->hidden[l]), p += 4;
-    put_u32(p, (uint32_t)np), put_u32(p + 4, (uint32_t)((uint64_t)np >> 32)), p += 8;
+        fl_put_le32(p, (uint32_t)spec->hidden[l]), p += 4;
+    fl_put_le32(p, (uint32_t)np), fl_put_le32(p + 4, (uint32_t)((uint64_t)np >> 32)), p += 8;
     for (int64_t i = 0; i < np; i++) {
         uint32_t w;
         memcpy(&w, &params[i], 4);
-        put_u32(p, w), p += 4;
+        fl_put_le32(p, w), p += 4;
     }
     *buf = b;
     *len = n;
@@ -326,9 +318,10 @@ int fl_model_deserialize(fl_model_spec *spec, float **params, const uint8_t *buf
     if (len < 8 + 16 || memcmp(buf, MAGIC, 8) != 0)
         return fl_seterr(err, FL_EPARSE, "model: not a Cohort model (bad magic or too short)");
     const uint8_t *p = buf + 8, *end = buf + len;
-    if (get_u32(p) != 1)
-        return fl_seterr(err, FL_EPARSE, "model: unsupported format version %u", get_u32(p));
-    uint32_t n_in = get_u32(p + 4), n_classes = get_u32(p + 8), n_hidden = get_u32(p + 12);
+    if (fl_get_le32(p) != 1)
+        return fl_seterr(err, FL_EPARSE, "model: unsupported format version %u", fl_get_le32(p));
+    uint32_t n_in = fl_get_le32(p + 4), n_classes = fl_get_le32(p + 8),
+             n_hidden = fl_get_le32(p + 12);
     p += 16;
     if (n_in < 1 || n_in > (1u << 24) || n_classes < 2 || n_classes > FL_MAX_CLASSES ||
         n_hidden > FL_MAX_HIDDEN)
@@ -340,12 +333,12 @@ int fl_model_deserialize(fl_model_spec *spec, float **params, const uint8_t *buf
     spec->n_classes = (int)n_classes;
     spec->n_hidden = (int)n_hidden;
     for (uint32_t l = 0; l < n_hidden; l++, p += 4) {
-        uint32_t h = get_u32(p);
+        uint32_t h = fl_get_le32(p);
         if (h < 1 || h > 65536)
             return fl_seterr(err, FL_EPARSE, "model: hidden width %u out of range", h);
         spec->hidden[l] = (int)h;
     }
-    uint64_t np = (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+    uint64_t np = (uint64_t)fl_get_le32(p) | (uint64_t)fl_get_le32(p + 4) << 32;
     p += 8;
     if (np != (uint64_t)fl_model_spec_nparams(spec))
         return fl_seterr(err, FL_EPARSE, "model: %llu parameters, the spec needs %lld",
@@ -356,7 +349,7 @@ int fl_model_deserialize(fl_model_spec *spec, float **params, const uint8_t *buf
     float *w = malloc(np ? np * sizeof(float) : 1);
     if (!w) return FL_ENOMEM;
     for (uint64_t i = 0; i < np; i++, p += 4) {
-        uint32_t u = get_u32(p);
+        uint32_t u = fl_get_le32(p);
         memcpy(&w[i], &u, 4);
         if (!isfinite(w[i])) {
             free(w);

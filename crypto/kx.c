@@ -1,6 +1,7 @@
 /* kx.c: X25519, BLAKE2b key derivation, XChaCha20-Poly1305 and the ChaCha20
  * mask PRG on libsodium. Encodings and contracts are in kx.h; the protocol
  * that uses them is docs/secagg.md. */
+#include "core/bytes.h"
 #include "crypto/kx.h"
 
 #include <string.h>
@@ -23,19 +24,6 @@ static void sodium_start(void) {
     if (sodium_init() < 0) return; /* cannot happen after the first success */
 }
 
-static void put_u16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* context(label, fed, round) || u32le(a) || u32le(b) into buf (CONTEXT_MAX);
  * returns its length, or 0 for a bad label or federation id. */
 static size_t context(uint8_t *buf, const char *label, const char *fed, uint64_t round, uint32_t a,
@@ -46,14 +34,14 @@ static size_t context(uint8_t *buf, const char *label, const char *fed, uint64_t
     size_t n = 0;
     memcpy(buf, label, ll + 1); /* with its NUL: no label is a prefix of another's encoding */
     n += ll + 1;
-    put_u16(buf + n, (uint16_t)fl);
+    fl_put_le16(buf + n, (uint16_t)fl);
     n += 2;
     memcpy(buf + n, fed, fl);
     n += fl;
-    put_u64(buf + n, round);
+    fl_put_le64(buf + n, round);
     n += 8;
-    put_u32(buf + n, a);
-    put_u32(buf + n + 4, b);
+    fl_put_le32(buf + n, a);
+    fl_put_le32(buf + n + 4, b);
     return n + 8;
 }
 

@@ -11,6 +11,7 @@
  * message (FL_EPROTO, FL_EINVAL) changes nothing, so the round goes on with
  * the other sites; only the close_* and finish calls abort the server, when
  * too few sites or shares are left. */
+#include "core/bytes.h"
 #include "crypto/secagg.h"
 
 #include <math.h>
@@ -60,19 +61,6 @@ const char *fl_secagg_stage_name(int stage) {
     default:
         return "unknown";
     }
-}
-
-static void put_u16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -146,12 +134,12 @@ static void graph_key(uint8_t key[32], const sa_params *q) {
     size_t fl = strlen(q->fed), n = 0;
     memcpy(buf, LABEL_GRAPH, sizeof LABEL_GRAPH);
     n += sizeof LABEL_GRAPH;
-    put_u16(buf + n, (uint16_t)fl);
+    fl_put_le16(buf + n, (uint16_t)fl);
     n += 2;
     memcpy(buf + n, q->fed, fl);
     n += fl;
-    put_u64(buf + n, q->round);
-    put_u64(buf + n + 8, q->graph_seed);
+    fl_put_le64(buf + n, q->round);
+    fl_put_le64(buf + n + 8, q->graph_seed);
     crypto_generichash(key, 32, buf, n + 16, NULL, 0);
 }
 
@@ -293,13 +281,13 @@ size_t fl_secagg_advert_message(uint8_t out[FL_SECAGG_ADVERT_MAX], const char *f
     size_t n = 0;
     memcpy(out, LABEL_ADV, sizeof LABEL_ADV);
     n += sizeof LABEL_ADV;
-    put_u16(out + n, (uint16_t)fl);
+    fl_put_le16(out + n, (uint16_t)fl);
     n += 2;
     memcpy(out + n, federation_id, fl);
     n += fl;
-    put_u64(out + n, round);
+    fl_put_le64(out + n, round);
     n += 8;
-    put_u32(out + n, site);
+    fl_put_le32(out + n, site);
     n += 4;
     memcpy(out + n, enc_pk, KB);
     n += KB;

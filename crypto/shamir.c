@@ -3,6 +3,7 @@
  * Horner's rule with branch-free reduction; combine uses the barycentric
  * Lagrange form (Berrut and Trefethen, SIAM Review 2004) so that checking
  * the shares beyond the first t costs O(t) each, not O(t^2). */
+#include "core/bytes.h"
 #include "crypto/shamir.h"
 
 #include <stdlib.h>
@@ -42,22 +43,8 @@ static uint64_t f_inv(uint64_t a) {
     return r;
 }
 
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 uint32_t fl_shamir_share_x(const uint8_t share[FL_SHAMIR_SHARE_BYTES]) {
-    uint64_t x = get_u64(share);
+    uint64_t x = fl_get_le64(share);
     return x > UINT32_MAX ? 0 : (uint32_t)x;
 }
 
@@ -104,20 +91,20 @@ int fl_shamir_split(uint8_t *shares, const uint8_t secret[FL_SHAMIR_SECRET_BYTES
         goto cleanup;
     }
     for (int l = 0; l < FL_SHAMIR_LIMBS; l++) {
-        coef[(size_t)l * t] = get_u32(secret + 4 * l);
+        coef[(size_t)l * t] = fl_get_le32(secret + 4 * l);
         for (uint32_t j = 1; j < t; j++)
             coef[(size_t)l * t + j] = fl_csprng_below(rng, P);
     }
     for (size_t i = 0; i < k; i++) {
         uint8_t *sh = shares + i * FL_SHAMIR_SHARE_BYTES;
         uint64_t x = xs[i];
-        put_u64(sh, x);
+        fl_put_le64(sh, x);
         for (int l = 0; l < FL_SHAMIR_LIMBS; l++) {
             const uint64_t *c = coef + (size_t)l * t;
             uint64_t y = c[t - 1];
             for (uint32_t j = t - 1; j-- > 0;)
                 y = f_add(f_mul(y, x), c[j]);
-            put_u64(sh + 8 + 8 * l, y);
+            fl_put_le64(sh + 8 + 8 * l, y);
         }
     }
 cleanup:
@@ -180,7 +167,7 @@ static void eval_at(uint64_t out[FL_SHAMIR_LIMBS], const uint64_t *c, const uint
     for (uint32_t j = 0; j < t; j++) {
         const uint8_t *sh = shares + (size_t)j * FL_SHAMIR_SHARE_BYTES + 8;
         for (int l = 0; l < FL_SHAMIR_LIMBS; l++)
-            out[l] = f_add(out[l], f_mul(c[j], get_u64(sh + 8 * l)));
+            out[l] = f_add(out[l], f_mul(c[j], fl_get_le64(sh + 8 * l)));
     }
 }
 
@@ -208,14 +195,14 @@ int fl_shamir_combine(uint8_t secret[FL_SHAMIR_SECRET_BYTES], const uint8_t *sha
     }
     for (size_t i = 0; i < n; i++) {
         const uint8_t *sh = shares + i * FL_SHAMIR_SHARE_BYTES;
-        uint64_t xi = get_u64(sh);
+        uint64_t xi = fl_get_le64(sh);
         if (xi > UINT32_MAX) {
             rc = fl_seterr(err, FL_EINVAL, "shamir: share %zu: x = %llu does not fit 32 bits", i,
                            (unsigned long long)xi);
             goto cleanup;
         }
         for (int l = 0; l < FL_SHAMIR_LIMBS; l++)
-            if (get_u64(sh + 8 + 8 * l) >= P) {
+            if (fl_get_le64(sh + 8 + 8 * l) >= P) {
                 rc = fl_seterr(err, FL_EINVAL,
                                "shamir: share %zu (x = %llu): value %d is not below p", i,
                                (unsigned long long)xi, l);
@@ -247,7 +234,7 @@ int fl_shamir_combine(uint8_t secret[FL_SHAMIR_SECRET_BYTES], const uint8_t *sha
         const uint8_t *sh = shares + i * FL_SHAMIR_SHARE_BYTES + 8;
         uint64_t diff = 0;
         for (int l = 0; l < FL_SHAMIR_LIMBS; l++)
-            diff |= u[l] ^ get_u64(sh + 8 * l);
+            diff |= u[l] ^ fl_get_le64(sh + 8 * l);
         if (diff) {
             rc = fl_seterr(err, FL_ECRYPTO,
                            "shamir: share %zu (x = %llu) disagrees with the first %u: a share is "
