@@ -34,6 +34,11 @@ typedef struct site_state {
     double *stats;      /* STATS result */
     int completed;      /* this round's update was received (plain or masked) */
     int sa_in;          /* in the current secure-sum stage's set (U0, U1, U2, U3) */
+    /* Let a stage reach its deadline without answering and has not polled
+     * since: left out of new stages (selection, secure sums, evaluation)
+     * until it polls again, so a dead site costs one deadline, not one per
+     * stage for the rest of the federation. */
+    int missed;
 } site_state;
 
 /* Plain updates are summed as they arrive, exactly, in fixed point: each
@@ -485,7 +490,14 @@ static void begin_train(fl_federation *f, int64_t now_ms) {
         ss->completed = 0;
         ss->reason[0] = 0;
         ss->epsilon = NAN;
-        if (ss->joined) ids[n++] = s;
+        if (ss->joined && !ss->missed) ids[n++] = s;
+    }
+    if (n < f->cfg.min_sites) {
+        /* Too few sites answered lately to train without the absent ones:
+         * ask them all rather than give up on sites that may come back. */
+        n = 0;
+        for (int s = 1; s <= f->cfg.n_allowed; s++)
+            if (f->site[s].joined) ids[n++] = s;
     }
     int k = (int)ceil(f->cfg.fraction * n);
     if (k < f->cfg.min_sites) k = f->cfg.min_sites;
@@ -874,10 +886,15 @@ static void secure_failed(fl_federation *f, const char *why, int64_t now_ms) {
 
 static void begin_secure(fl_federation *f, int purpose, int64_t now_ms) {
     int n = 0;
-    for (int s = 1; s <= f->cfg.n_allowed; s++) {
-        site_state *ss = &f->site[s];
-        ss->sa_in = ss->joined && (purpose != FL_TASK_TRAIN || ss->selected);
-        if (ss->sa_in) f->sa_ids[n++] = (uint32_t)s;
+    for (int pass = 0; pass < 2 && n < 2; pass++) {
+        /* the absent sites are left out unless that leaves fewer than two */
+        n = 0;
+        for (int s = 1; s <= f->cfg.n_allowed; s++) {
+            site_state *ss = &f->site[s];
+            ss->sa_in =
+                ss->joined && (pass || !ss->missed) && (purpose != FL_TASK_TRAIN || ss->selected);
+            if (ss->sa_in) f->sa_ids[n++] = (uint32_t)s;
+        }
     }
     f->purpose = purpose;
     char err[FL_ERR_LEN];
@@ -1061,7 +1078,9 @@ static void step_secure(fl_federation *f, int64_t now_ms) {
 static int all_submitted(const fl_federation *f, int only_selected) {
     for (int s = 1; s <= f->cfg.n_allowed; s++) {
         const site_state *ss = &f->site[s];
-        if (!ss->joined || (only_selected && !ss->selected)) continue;
+        /* a selected site is waited for even when absent (selected only
+         * when too few others answer); otherwise the absent are not */
+        if (!ss->joined || (only_selected ? !ss->selected : ss->missed)) continue;
         if (!ss->submitted) return 0;
     }
     return 1;
@@ -1073,8 +1092,25 @@ static int all_secure_submitted(const fl_federation *f) {
     return 1;
 }
 
+/* The stage reached its deadline: the sites it waited for and that did not
+ * answer are marked absent (site_state.missed). */
+static void mark_missed(fl_federation *f) {
+    for (int s = 1; s <= f->cfg.n_allowed; s++) {
+        site_state *ss = &f->site[s];
+        int expected = f->stage == FL_STAGE_TRAIN            ? ss->selected
+                       : f->stage >= FL_STAGE_ADVERTISE_KEYS ? ss->sa_in
+                                                             : ss->joined && !ss->missed;
+        if (!expected || ss->submitted || ss->missed) continue;
+        ss->missed = 1;
+        event(f, "absent", s,
+              "no answer before the %s deadline: left out of new stages until it polls again",
+              fl_stage_name(f->stage));
+    }
+}
+
 static void advance(fl_federation *f, int64_t now_ms) {
     int late = now_ms >= f->stage_deadline;
+    if (late && f->stage != FL_STAGE_WAIT_SITES && f->stage != FL_STAGE_DONE) mark_missed(f);
     switch (f->stage) {
     case FL_STAGE_WAIT_SITES: {
         int n = n_joined(f);
@@ -1182,6 +1218,7 @@ int fl_fed_join(fl_federation *f, const char *name, int64_t n_examples, int n_fe
     }
     if (!ss->joined) event(f, "join", id, "%lld training examples", (long long)n_examples);
     ss->joined = 1;
+    ss->missed = 0;
     ss->n_examples = n_examples;
     *site = id;
     advance(f, now_ms);
@@ -1193,6 +1230,7 @@ int fl_fed_poll(fl_federation *f, int site, fl_task *t, int64_t now_ms) {
     advance(f, now_ms);
     if (site < 1 || site > f->cfg.n_allowed || !f->site[site].joined) return FL_EAUTH;
     site_state *ss = &f->site[site];
+    ss->missed = 0; /* it is alive: back in new stages */
     t->round = f->round;
     t->stage = f->stage;
     t->deadline_ms = f->stage_deadline;
