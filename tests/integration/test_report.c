@@ -355,7 +355,8 @@ static void test_json_sections(void **state) {
         assert_true(num(r, "accuracy") > 0.6 && num(r, "accuracy") < 1);
         assert_true(num(r, "auc") > 0.6 && num(r, "auc") <= 1);
         assert_true(num(r, "loss") > 0);
-        assert_true(cJSON_GetArraySize(get(r, "participants")) >= 3);
+        /* site-3, killed in round 2, is absent afterwards: not selected */
+        assert_true(cJSON_GetArraySize(get(r, "participants")) >= 2);
         assert_true(cJSON_IsNumber(get(get(r, "metrics"), "t_round_ms")));
     }
     const cJSON *p1 = participant(j, 1, "site-3");
