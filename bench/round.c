@@ -10,6 +10,11 @@
  *   round [--json] [--sites N] [--model mlp:1024,1000] [--rounds R] [--secagg]
  *         [--neighbors K] [--compare]
  *
+ * --slope runs the plain federation at N/2 and N sites and prints what one
+ * more site costs the aggregator: the difference of the two growths per
+ * added site, in model-sized buffers ("memory_per_site_vs_model"), which
+ * leaves out every fixed cost (issue #3: at most one buffer per site).
+ *
  * --compare runs the same federation twice, without and with secure
  * aggregation, and prints the ratio of their mean round times (rounds 2..R:
  * round 1 also ships the initial model)
@@ -49,7 +54,7 @@ static double metric(sqlite3 *db, int round, const char *name) {
 /* One federation; prints its figures and returns the mean round time in ms
  * (< 0 on failure). */
 static double run_once(int json, int sites, int rounds, const char *model, int secagg,
-                       int neighbors) {
+                       int neighbors, double *growth_mb, double *model_mb_out) {
     /* The cohort binary sits in bin/ next to this program's bench/ directory. */
     char self[PATH_MAX], bin[PATH_MAX + 32], dir[] = "/tmp/cohort-bench-round-XXXXXX";
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -140,6 +145,8 @@ static double run_once(int json, int sites, int rounds, const char *model, int s
     /* The growth over the aggregator's own size at start (libraries, gRPC,
      * SQLite) is what the sites cost it. */
     double start_mb = start_kb > 0 ? start_kb * 1024.0 / 1e6 : 0.0, grow_mb = peak_mb - start_mb;
+    if (growth_mb) *growth_mb = grow_mb;
+    if (model_mb_out) *model_mb_out = model_mb;
     if (json)
         printf("],\"bytes_vs_raw_max\":%.4f,\"aggregator_peak_mb\":%.1f,"
                "\"aggregator_start_mb\":%.1f,\"model_mb\":%.1f,"
@@ -158,7 +165,8 @@ static double run_once(int json, int sites, int rounds, const char *model, int s
 }
 
 int main(int argc, char **argv) {
-    int json = fl_bench_json(argc, argv), sites = 10, rounds = 2, secagg = 0, compare = 0;
+    int json = fl_bench_json(argc, argv), sites = 10, rounds = 2, secagg = 0, compare = 0,
+        slope = 0;
     int neighbors = 0;
     const char *model = "mlp:1024,1000";
     for (int i = 1; i < argc; i++) {
@@ -174,22 +182,42 @@ int main(int argc, char **argv) {
             secagg = 1;
         else if (!strcmp(argv[i], "--compare"))
             compare = 1;
+        else if (!strcmp(argv[i], "--slope"))
+            slope = 1;
         else if (strcmp(argv[i], "--json")) {
             fprintf(stderr, "usage: round [--json] [--sites N] [--rounds R] [--model M] [--secagg] "
-                            "[--neighbors K] [--compare]\n");
+                            "[--neighbors K] [--compare] [--slope]\n");
             return 2;
         }
     }
     if (sites < 2 || rounds < 1 || neighbors < 0) return 2;
+    if (slope) {
+        double g1 = 0, g2 = 0, mm = 1;
+        int half = sites / 2 < 2 ? 2 : sites / 2;
+        if (half >= sites) return 2;
+        if (json) printf("{\"small\":");
+        double a = run_once(json, half, rounds, model, 0, neighbors, &g1, &mm);
+        if (json) printf(",\"large\":");
+        double b = a < 0 ? -1 : run_once(json, sites, rounds, model, 0, neighbors, &g2, &mm);
+        if (a < 0 || b < 0) return 1;
+        double per = (g2 - g1) / (sites - half) / mm;
+        if (json)
+            printf(",\"memory_per_site_vs_model\":%.3f}\n", per);
+        else
+            printf("one more site costs the aggregator %.2f MB = %.2f model-sized buffers "
+                   "(growth %.1f MB at %d sites, %.1f MB at %d)\n",
+                   per * mm, per, g1, half, g2, sites);
+        return 0;
+    }
     if (!compare) {
-        double ms = run_once(json, sites, rounds, model, secagg, neighbors);
+        double ms = run_once(json, sites, rounds, model, secagg, neighbors, NULL, NULL);
         if (json) printf("\n");
         return ms < 0 ? 1 : 0;
     }
     if (json) printf("{\"plain\":");
-    double plain = run_once(json, sites, rounds, model, 0, neighbors);
+    double plain = run_once(json, sites, rounds, model, 0, neighbors, NULL, NULL);
     if (json) printf(",\"secagg\":");
-    double sec = plain < 0 ? -1 : run_once(json, sites, rounds, model, 1, neighbors);
+    double sec = plain < 0 ? -1 : run_once(json, sites, rounds, model, 1, neighbors, NULL, NULL);
     if (plain <= 0 || sec <= 0) return 1;
     if (json)
         printf(",\"secagg_vs_plain\":%.3f}\n", sec / plain);
