@@ -1,9 +1,10 @@
-/* backend.c: picks a backend once (DESIGN.md §7). */
+/* backend.c: what every backend shares (DESIGN.md §7). Picking one is in
+ * backend_open.c, apart, so that a program that only ever opens the CPU
+ * backend (the aggregator) does not link the CUDA one and its libraries. */
 #include "kernels/backend.h"
 
 #include <string.h>
 
-#include "core/log.h"
 
 int fl_device_parse(enum fl_device *out, const char *s) {
     if (!s) return FL_EINVAL;
@@ -16,17 +17,6 @@ int fl_device_parse(enum fl_device *out, const char *s) {
     else
         return FL_EINVAL;
     return FL_OK;
-}
-
-int fl_backend_open(fl_backend **out, enum fl_device want, char err[FL_ERR_LEN]) {
-    *out = NULL;
-    if (want == FL_DEVICE_CPU) return fl_backend_cpu_open(out, err);
-    char why[FL_ERR_LEN] = "";
-    int rc = fl_backend_cuda_open(out, why);
-    if (rc == 0) return 0;
-    if (want == FL_DEVICE_CUDA) return fl_seterr(err, rc, "--device cuda: %s", why);
-    fl_info("device auto: using the CPU backend (%s)", why);
-    return fl_backend_cpu_open(out, err);
 }
 
 void fl_backend_close(fl_backend *be) {
