@@ -454,6 +454,7 @@ static void handle_join(service *S, fl_rpc_call *call, const char *name, const u
     }
     r.rounds = (uint32_t)fc->rounds;
     r.site_id = (uint32_t)site;
+    r.init_seed = fc->seed;
     uint8_t *buf;
     size_t blen;
     if (fl_wire_pack_join_response(&buf, &blen, &r, err)) {

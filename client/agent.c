@@ -89,7 +89,13 @@ typedef struct agent {
     uint8_t model_sha[32];
     double compute_ms; /* since the last state_record */
     int64_t bytes_up, bytes_down;
-    uint32_t site_id;  /* the aggregator's number for this site (Join) */
+    uint32_t site_id; /* the aggregator's number for this site (Join) */
+    /* The federation's initial model, from Join: built here rather than
+     * downloaded when its SHA-256 matches a task's model. */
+    char model_spec[FL_WIRE_SPEC_LEN];
+    uint32_t n_features, n_classes;
+    uint64_t init_seed;
+    int init_tried;
     fl_signer *signer; /* the certificate key: signs secure-aggregation keys */
     fl_csprng *rng;    /* stochastic rounding of masked updates */
     /* The secure sum in progress (DESIGN.md §9), or NULL. */
@@ -285,14 +291,59 @@ static int join(agent *A, char *err) {
     snprintf(A->federation_id, sizeof A->federation_id, "%s", r.federation_id);
     A->n_params = r.n_params;
     A->site_id = r.site_id;
+    snprintf(A->model_spec, sizeof A->model_spec, "%s", r.model_spec);
+    A->n_features = r.n_features;
+    A->n_classes = r.n_classes;
+    A->init_seed = r.init_seed;
     fl_info("joined federation '%s' as site %u: model %s, %llu parameters, %u rounds",
             r.federation_id, r.site_id, r.model_spec, (unsigned long long)r.n_params, r.rounds);
     fl_wire_join_response_free(&r);
     return FL_OK;
 }
 
+/* The federation's initial model, made here with the aggregator's seeded
+ * initialisation on the CPU reference backend (round.c setup_model): the
+ * first round then downloads nothing (bench/round). Kept only when its
+ * SHA-256 is the task's; anything else is fetched as usual. */
+static void initial_model(agent *A, const fl_wire_task *t) {
+    if (A->init_tried || A->model || !A->model_spec[0]) return;
+    A->init_tried = 1;
+    char err[FL_ERR_LEN];
+    fl_model_spec spec;
+    fl_backend *be = NULL;
+    fl_model m;
+    float *params = NULL;
+    uint8_t *blob = NULL, h[32];
+    size_t len = 0;
+    if (fl_model_spec_parse(&spec, A->model_spec, (int)A->n_features, (int)A->n_classes, err) ||
+        (int64_t)t->model.n_params != fl_model_spec_nparams(&spec) || fl_backend_cpu_open(&be, err))
+        return;
+    int rc = fl_model_init(&m, be, &spec, 1, A->init_seed, err);
+    if (!rc) {
+        params = malloc((size_t)fl_model_spec_nparams(&spec) * sizeof *params);
+        rc = params ? fl_model_get_params(&m, params) : FL_ENOMEM;
+        fl_model_free(&m);
+    }
+    if (!rc) rc = fl_model_serialize(&blob, &len, &spec, params);
+    if (!rc) {
+        crypto_hash_sha256(h, blob, len);
+        if (!memcmp(h, t->model.sha256, 32) && len == t->model.total_bytes) {
+            A->model = blob;
+            A->model_len = len;
+            memcpy(A->model_sha, h, 32);
+            blob = NULL;
+            fl_info("initial model built here (seed %llu), not downloaded",
+                    (unsigned long long)A->init_seed);
+        }
+    }
+    free(blob);
+    free(params);
+    fl_backend_close(be);
+}
+
 /* Fetches the task's model (chunks, SHA-256 checked) unless already held. */
 static int fetch_model(agent *A, const fl_wire_task *t, char *err) {
+    initial_model(A, t);
     if (A->model && !memcmp(A->model_sha, t->model.sha256, 32)) return FL_OK;
     uint64_t total = t->model.total_bytes;
     uint8_t *blob = malloc(total ? total : 1);

@@ -937,6 +937,7 @@ int fl_wire_pack_join_response(uint8_t **out, size_t *len, const fl_wire_join_re
     pb.secagg = &sa;
     pb.rounds = m->rounds;
     pb.site_id = m->site_id;
+    pb.init_seed = m->init_seed;
     return pack_pb(&v, "JoinResponse", out, len, &pb.base);
 }
 
@@ -965,6 +966,7 @@ int fl_wire_unpack_join_response(fl_wire_join_response *m, const uint8_t *buf, s
     secagg_in(&m->secagg, pb->secagg);
     m->rounds = pb->rounds;
     m->site_id = pb->site_id;
+    m->init_seed = pb->init_seed;
     rc = join_response_check(&v, m, expect);
 cleanup:
     if (raw) protobuf_c_message_free_unpacked(raw, NULL);

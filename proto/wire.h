@@ -244,6 +244,7 @@ typedef struct fl_wire_join_response {
     fl_wire_secagg_config secagg;
     uint32_t rounds;  /* 1..FL_WIRE_MAX_ROUNDS */
     uint32_t site_id; /* >= 1 */
+    uint64_t init_seed;
 } fl_wire_join_response;
 
 /* ============================ PollTask ============================ */

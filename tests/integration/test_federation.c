@@ -854,6 +854,16 @@ static void test_three_sites(void **state) {
     for (int k = 1; k <= 3; k++)
         assert_int_equal(
             q_int(client_state(&F, k), "SELECT count(*) FROM tasks WHERE kind = 'DONE'"), 1);
+    /* Each site built the initial model itself from the federation's seed
+     * (its SHA-256 matched the task's), so round 1 downloads only the new
+     * model for evaluation. */
+    for (int k = 1; k <= 3; k++) {
+        char *log = read_text(client_log(&F, k));
+        int built = strstr(log, "initial model built here") != NULL;
+        free(log);
+        if (!built)
+            fail_msg("site %d downloaded the initial model:\n%s", k, log_tail(client_log(&F, k)));
+    }
     g_ref = r;
     g_have_ref = 1;
 }
