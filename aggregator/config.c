@@ -161,8 +161,9 @@ int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN
     int rc = fl_ini_load(&ini, path, err);
     if (rc) return rc;
     static const char *const agg_keys[] = {
-        "listen", "federation_id", "db",        "ca",           "crl",           "cert",
-        "key",    "sites",         "port_file", "join_timeout", "stage_timeout", NULL};
+        "listen",        "federation_id", "db",    "ca",        "crl",
+        "cert",          "key",           "sites", "port_file", "join_timeout",
+        "stage_timeout", "spool_dir",     NULL};
     static const char *const fed_keys[] = {"rounds",    "min_sites", "fraction", "seed", "strategy",
                                            "server_lr", "trim",      "prox_mu",  NULL};
     static const char *const model_keys[] = {"type", NULL};
@@ -188,8 +189,17 @@ int fl_agg_config_load(fl_agg_config *cfg, const char *path, char err[FL_ERR_LEN
         (rc = path_key(cfg->cert, &ini, "cert", 1, err)) ||
         (rc = path_key(cfg->key, &ini, "key", 1, err)) ||
         (rc = path_key(cfg->crl, &ini, "crl", 0, err)) ||
-        (rc = path_key(cfg->port_file, &ini, "port_file", 0, err)))
+        (rc = path_key(cfg->port_file, &ini, "port_file", 0, err)) ||
+        (rc = path_key(cfg->spool_dir, &ini, "spool_dir", 0, err)))
         goto cleanup;
+    if (!cfg->spool_dir[0]) { /* beside the database */
+        const char *slash = strrchr(cfg->db, '/');
+        if (!slash)
+            snprintf(cfg->spool_dir, sizeof cfg->spool_dir, ".");
+        else
+            snprintf(cfg->spool_dir, sizeof cfg->spool_dir, "%.*s",
+                     slash == cfg->db ? 1 : (int)(slash - cfg->db), cfg->db);
+    }
     const fl_ini_entry *sites = fl_ini_find(&ini, "aggregator", "sites");
     if (!sites || !*sites->value) {
         rc = fl_seterr(err, FL_EINVAL, "%s: [aggregator] needs 'sites' (the allow-list)", path);

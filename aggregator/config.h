@@ -11,6 +11,10 @@
  *   key = pki/aggregator.key
  *   sites = site-1,site-2,site-3 ; the allow-list (certificate names)
  *   port_file = agg.port         ; optional: the bound port is written here
+ *   spool_dir = uploads          ; optional, default: the db's directory;
+ *                                ; chunked uploads in flight are spooled
+ *                                ; here (one model per site at most), not
+ *                                ; held in memory
  *   join_timeout = 60            ; seconds
  *   stage_timeout = 120          ; seconds per stage
  *   [federation]  rounds, min_sites, fraction, seed, strategy, server_lr, trim, prox_mu
@@ -42,7 +46,7 @@
 typedef struct fl_agg_config {
     char listen[256];
     char db[FL_PATH_LEN], ca[FL_PATH_LEN], crl[FL_PATH_LEN], cert[FL_PATH_LEN], key[FL_PATH_LEN],
-        port_file[FL_PATH_LEN];
+        port_file[FL_PATH_LEN], spool_dir[FL_PATH_LEN];
     fl_fed_config fed;
     /* [fairness] */
     char fairness_schema[FL_PATH_LEN]; /* "" = no audit */

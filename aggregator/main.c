@@ -13,6 +13,7 @@
  * message field. Everything refused is logged and recorded in the audit log.
  *
  *   cohort-aggregator --config aggregator.ini */
+#define _GNU_SOURCE /* O_TMPFILE, mkostemp */
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,12 +56,18 @@ typedef struct parked {
 } parked;
 
 /* A chunked update (float32) or masked vector (uint32) being received:
- * 4-byte values either way. */
+ * 4-byte values either way. The chunks are spooled to an unlinked file in
+ * [aggregator] spool_dir, not held in memory: a site in flight costs the
+ * aggregator one chunk of memory, not one model (issue #3), and an upload
+ * is still taken or refused whole, once its SHA-256 is checked. When the
+ * last chunk is in, the file is mapped read-only while the state machine
+ * adds it (one site at a time: everything runs under the service lock). */
 typedef struct upload {
     uint64_t id, round;
     uint32_t n_chunks, received;
     uint8_t *have;
-    void *values;
+    int fd;    /* spool file, -1 = none */
+    void *map; /* the whole upload, mapped once complete (n * 4 bytes) */
     uint64_t n;
     uint8_t sha[32];
 } upload;
@@ -488,19 +496,74 @@ static void submit_reply(fl_rpc_call *call, int rc, const char *err) {
     reply_msg(call, FL_RPC_OK, NULL, buf, len);
 }
 
+static void upload_reset(upload *u) {
+    if (u->map) munmap(u->map, u->n * 4);
+    if (u->fd >= 0) close(u->fd);
+    free(u->have);
+    memset(u, 0, sizeof *u);
+    u->fd = -1;
+}
+
+/* An anonymous file in dir for one upload of `bytes`, reserved up front so
+ * that a full disk refuses the upload at its first chunk, not its last. */
+static int spool_open(int *fd_out, const char *dir, uint64_t bytes, char *err) {
+    int fd = -1;
+#ifdef O_TMPFILE
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#endif
+    if (fd < 0) { /* a file system without O_TMPFILE: create and unlink */
+        char path[FL_PATH_LEN + 32];
+        snprintf(path, sizeof path, "%s/.cohort-upload-XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0) unlink(path);
+    }
+    if (fd < 0)
+        return fl_seterr(err, FL_EIO, "spool_dir %s: cannot create an upload file: %s", dir,
+                         strerror(errno));
+    int e = posix_fallocate(fd, 0, (off_t)bytes);
+    if (e == EOPNOTSUPP || e == EINVAL) e = ftruncate(fd, (off_t)bytes) ? errno : 0;
+    if (e) {
+        close(fd);
+        return fl_seterr(err, FL_EIO, "spool_dir %s: cannot reserve %llu bytes for an upload: %s",
+                         dir, (unsigned long long)bytes, strerror(e));
+    }
+    *fd_out = fd;
+    return FL_OK;
+}
+
+static int spool_write(int fd, const void *p, size_t len, uint64_t off, const char *dir,
+                       char *err) {
+    const uint8_t *b = p;
+    while (len) {
+        ssize_t w = pwrite(fd, b, len, (off_t)off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return fl_seterr(err, FL_EIO, "spool_dir %s: cannot write an upload chunk: %s", dir,
+                             w < 0 ? strerror(errno) : "short write");
+        b += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return FL_OK;
+}
+
 /* Collects a chunk of an update or masked vector (4-byte values, `vals`);
- * *complete when all chunks are in. */
+ * *complete when all chunks are in and their SHA-256 matches: then u->map
+ * holds the whole vector until upload_reset. */
 static int collect_chunk(service *S, int site, const fl_wire_submit *m, const void *vals,
                          uint64_t n_vals, int *complete, char *err) {
     upload *u = &S->up[site];
     uint64_t total = (uint64_t)fl_fed_n_params(S->fed);
+    *complete = 0;
     if (u->id != m->upload_id || u->round != m->round) {
-        free(u->have);
-        free(u->values);
-        memset(u, 0, sizeof *u);
-        u->values = malloc(total * 4);
+        upload_reset(u);
         u->have = calloc(m->n_chunks, 1);
-        if (!u->values || !u->have) return fl_seterr(err, FL_ENOMEM, "out of memory");
+        if (!u->have) return fl_seterr(err, FL_ENOMEM, "out of memory");
+        int rc = spool_open(&u->fd, S->cfg.spool_dir, total * 4, err);
+        if (rc) {
+            upload_reset(u);
+            return rc;
+        }
         u->id = m->upload_id;
         u->round = m->round;
         u->n_chunks = m->n_chunks;
@@ -512,23 +575,34 @@ static int collect_chunk(service *S, int site, const fl_wire_submit *m, const vo
                          (unsigned long long)u->id);
     if (u->have[m->chunk_index])
         return fl_seterr(err, FL_EINVAL, "Submit.chunk_index: %u received twice", m->chunk_index);
-    if ((uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES + n_vals > total)
+    uint64_t first = (uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES;
+    if (first + n_vals > total)
         return fl_seterr(err, FL_EINVAL, "Submit: chunk %u runs past the %llu values expected",
                          m->chunk_index, (unsigned long long)total);
-    memcpy((uint8_t *)u->values + (uint64_t)m->chunk_index * FL_WIRE_CHUNK_VALUES * 4, vals,
-           n_vals * 4);
-    u->have[m->chunk_index] = 1;
-    *complete = ++u->received == u->n_chunks;
-    if (*complete) {
-        uint8_t h[32];
-        crypto_hash_sha256(h, (const uint8_t *)u->values, u->n * 4);
-        if (memcmp(h, u->sha, 32)) {
-            u->id = 0;
-            return fl_seterr(err, FL_EINVAL,
-                             "Submit.total_sha256: the reassembled update does "
-                             "not match");
-        }
+    int rc = spool_write(u->fd, vals, (size_t)n_vals * 4, first * 4, S->cfg.spool_dir, err);
+    if (rc) {
+        upload_reset(u); /* the site starts this upload again */
+        return rc;
     }
+    u->have[m->chunk_index] = 1;
+    if (++u->received < u->n_chunks) return FL_OK;
+    void *p = mmap(NULL, u->n * 4, PROT_READ, MAP_SHARED, u->fd, 0);
+    if (p == MAP_FAILED) {
+        upload_reset(u);
+        return fl_seterr(err, FL_EIO, "spool_dir %s: cannot map a finished upload: %s",
+                         S->cfg.spool_dir, strerror(errno));
+    }
+    u->map = p;
+    madvise(p, u->n * 4, MADV_SEQUENTIAL);
+    uint8_t h[32];
+    crypto_hash_sha256(h, (const uint8_t *)p, u->n * 4);
+    if (memcmp(h, u->sha, 32)) {
+        upload_reset(u);
+        return fl_seterr(err, FL_EINVAL,
+                         "Submit.total_sha256: the reassembled update does "
+                         "not match");
+    }
+    *complete = 1;
     return FL_OK;
 }
 
@@ -643,8 +717,7 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         if (!r.refused && (m.n_chunks > 1)) {
             rc = collect_chunk(S, site, &m, m.train.update, m.train.n_update, &ready, err);
             if (!rc && ready) {
-                r.delta = S->up[site].values;
-                r.delta_owned = S->up[site].values;
+                r.delta = S->up[site].map;
                 r.n_params = (int64_t)S->up[site].n;
             }
         } else if (!r.refused) {
@@ -722,7 +795,7 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
             if (!r.refused && m.n_chunks > 1) {
                 rc = collect_chunk(S, site, &m, m.train.masked, m.train.n_masked, &ready, err);
                 if (!rc && ready) {
-                    r.masked = S->up[site].values;
+                    r.masked = S->up[site].map;
                     r.n_masked = S->up[site].n;
                 }
             } else if (!r.refused) {
@@ -774,14 +847,9 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         fl_fed_audit(S->fed, "reject", name, err);
     else if (ready)
         rc = fl_fed_submit(S->fed, site, &r, fl_rpc_now_ms(), err);
-    if (ready && S->up[site].values && S->up[site].received == S->up[site].n_chunks) {
-        /* The state machine took (plain) or added (masked) the reassembled
-         * vector: do not hold a second model-sized buffer per site. */
-        if (!rc && r.delta_owned) S->up[site].values = NULL; /* now the state machine's */
-        free(S->up[site].values);
-        free(S->up[site].have);
-        memset(&S->up[site], 0, sizeof S->up[site]);
-    }
+    /* The state machine added (streaming strategies, masked) or copied
+     * (median, trimmed mean) the upload, or refused it: the spool goes. */
+    if (S->up[site].map) upload_reset(&S->up[site]);
     (void)delta;
     free(vec);
     free(cts);
@@ -980,9 +1048,21 @@ int main(int argc, char **argv) {
         return fl_exit_code(rc);
     }
     pthread_mutex_init(&S->mu, NULL);
+    for (int s = 0; s <= FL_MAX_SITES; s++)
+        S->up[s].fd = -1;
     fairness_ctx fair;
     memset(&fair, 0, sizeof fair);
-    if ((rc = fairness_setup(&fair, &S->cfg, err))) goto cleanup;
+    { /* a spool directory that cannot take uploads is a configuration error */
+        int fd;
+        if (spool_open(&fd, S->cfg.spool_dir, 4096, err)) {
+            char why[FL_ERR_LEN];
+            snprintf(why, sizeof why, "%s", err);
+            rc = fl_seterr(err, FL_EINVAL, "%s: [aggregator] spool_dir: %s", config, why);
+        } else {
+            close(fd);
+        }
+    }
+    if (rc || (rc = fairness_setup(&fair, &S->cfg, err))) goto cleanup;
     if ((rc = read_file(&ca, S->cfg.ca, err)) || (rc = read_file(&cert, S->cfg.cert, err)) ||
         (rc = read_file(&key, S->cfg.key, err)))
         goto cleanup;
@@ -1071,10 +1151,8 @@ cleanup:
     free(ca);
     free(cert);
     free(key);
-    for (int s = 0; s <= FL_MAX_SITES; s++) {
-        free(S->up[s].have);
-        free(S->up[s].values);
-    }
+    for (int s = 0; s <= FL_MAX_SITES; s++)
+        upload_reset(&S->up[s]);
     free(S->level_offsets);
     for (int s = 0; s <= FL_MAX_SITES; s++)
         free(S->cert[s]);

@@ -18,7 +18,11 @@
  *     round 2, which completes with the others;
  *  5. the aggregator SIGKILLed in the middle of round 2 and restarted with the
  *     same config ends with the same models as the uninterrupted run;
- *  6. a model above 64 MiB (mlp:4096,4096) travels in chunks both ways.
+ *  6. a model above 64 MiB (mlp:4096,4096) travels in chunks both ways;
+ *  7. chunked uploads spool to [aggregator] spool_dir: an upload whose chunks
+ *     do not match its total_sha256 and a chunk sent twice are refused, the
+ *     real upload is taken, nothing is left in the directory; a spool_dir
+ *     that cannot be written stops the aggregator at start (exit 2).
  *
  * Site 3 in cases 3 and 5 and site 1 in case 4 are played by this process
  * (ts_*: the same calls as client/agent.c on client/site.h), which is how the
@@ -30,6 +34,7 @@
 #include "fedtest.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <math.h>
@@ -239,9 +244,10 @@ typedef struct fed_opts {
     const char *sites; /* allow-list; default site-1,site-2,site-3 */
     int rounds, min_sites, join_timeout;
     double stage_timeout;
-    const char *model; /* default logreg */
-    int fixed_port;    /* listen on this port instead of 0 (restarts keep it) */
-    const char *extra; /* appended to aggregator.ini (more sections) */
+    const char *model;     /* default logreg */
+    int fixed_port;        /* listen on this port instead of 0 (restarts keep it) */
+    const char *extra;     /* appended to aggregator.ini (more sections) */
+    const char *agg_extra; /* more [aggregator] keys ("key = value\n") */
 } fed_opts;
 
 typedef struct fed {
@@ -269,26 +275,26 @@ static void fed_config(fed *F, const char *name, const fed_opts *o) {
     snprintf(F->agg_log, sizeof F->agg_log, "%s/aggregator.log", F->dir);
     F->fixed_port = o->fixed_port;
     assert_int_equal(
-        ft_write_file(F->ini,
-                      "[aggregator]\n"
-                      "listen = 127.0.0.1:%d\n"
-                      "port_file = agg.port\n"
-                      "federation_id = fedtest\n"
-                      "db = aggregator.db\n"
-                      "ca = %s\ncrl = %s\ncert = %s\nkey = %s\n"
-                      "sites = %s\n"
-                      "join_timeout = %d\n"
-                      "stage_timeout = %g\n"
-                      "[federation]\nrounds = %d\nmin_sites = %d\n"
-                      "[model]\ntype = %s\n"
-                      "[train]\nlocal_epochs = 1\nbatch_size = 32\nlr = 0.1\n%s",
-                      o->fixed_port, pki_file(g_pki, "ca", "crt"), pki_file(g_pki, "ca", "crl"),
-                      pki_file(g_pki, "aggregator", "crt"), pki_file(g_pki, "aggregator", "key"),
-                      o->sites ? o->sites : "site-1,site-2,site-3",
-                      o->join_timeout ? o->join_timeout : 10,
-                      o->stage_timeout > 0 ? o->stage_timeout : 10.0, o->rounds ? o->rounds : 3,
-                      o->min_sites ? o->min_sites : 2, o->model ? o->model : "logreg",
-                      o->extra ? o->extra : ""),
+        ft_write_file(
+            F->ini,
+            "[aggregator]\n"
+            "listen = 127.0.0.1:%d\n"
+            "port_file = agg.port\n"
+            "federation_id = fedtest\n"
+            "db = aggregator.db\n"
+            "ca = %s\ncrl = %s\ncert = %s\nkey = %s\n"
+            "sites = %s\n"
+            "join_timeout = %d\n"
+            "stage_timeout = %g\n%s"
+            "[federation]\nrounds = %d\nmin_sites = %d\n"
+            "[model]\ntype = %s\n"
+            "[train]\nlocal_epochs = 1\nbatch_size = 32\nlr = 0.1\n%s",
+            o->fixed_port, pki_file(g_pki, "ca", "crt"), pki_file(g_pki, "ca", "crl"),
+            pki_file(g_pki, "aggregator", "crt"), pki_file(g_pki, "aggregator", "key"),
+            o->sites ? o->sites : "site-1,site-2,site-3", o->join_timeout ? o->join_timeout : 10,
+            o->stage_timeout > 0 ? o->stage_timeout : 10.0, o->agg_extra ? o->agg_extra : "",
+            o->rounds ? o->rounds : 3, o->min_sites ? o->min_sites : 2,
+            o->model ? o->model : "logreg", o->extra ? o->extra : ""),
         0);
 }
 
@@ -604,6 +610,31 @@ static int ts_stats(tsite *ts, const fl_wire_task *t, char details[512]) {
     return st;
 }
 
+/* Chunk k of an upload of delta (n values) whose whole has SHA-256 sha. */
+static int ts_send_chunk(tsite *ts, const fl_wire_task *t, uint64_t upload_id,
+                         const uint8_t sha[32], const float *delta, int64_t n, uint32_t k,
+                         double loss, char details[512]) {
+    uint32_t chunks = fl_wire_chunk_count((uint64_t)n);
+    fl_wire_submit m;
+    submit_base(&m, ts, t);
+    m.result = FL_WIRE_RESULT_TRAIN;
+    m.n_chunks = chunks;
+    m.chunk_index = k;
+    if (chunks > 1) {
+        m.upload_id = upload_id;
+        m.has_total_sha256 = true;
+        memcpy(m.total_sha256, sha, 32);
+    }
+    uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
+    m.train.update = (float *)delta + at;
+    m.train.n_update =
+        (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
+    m.train.offset = at;
+    m.train.n_examples = (uint64_t)ts->site.n_train;
+    m.train.train_loss = loss >= 0 ? loss : 0.0;
+    return ts_send(ts, t, &m, details);
+}
+
 static int ts_train(tsite *ts, const fl_wire_task *t, char details[512]) {
     char err[FL_ERR_LEN] = "";
     ts_apply_totals(ts, t);
@@ -631,26 +662,8 @@ static int ts_train(tsite *ts, const fl_wire_task *t, char details[512]) {
     uint64_t upload_id;
     randombytes_buf(&upload_id, sizeof upload_id);
     upload_id |= 1;
-    for (uint32_t k = 0; k < chunks && st == FL_RPC_OK; k++) {
-        fl_wire_submit m;
-        submit_base(&m, ts, t);
-        m.result = FL_WIRE_RESULT_TRAIN;
-        m.n_chunks = chunks;
-        m.chunk_index = k;
-        if (chunks > 1) {
-            m.upload_id = upload_id;
-            m.has_total_sha256 = true;
-            memcpy(m.total_sha256, sha, 32);
-        }
-        uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
-        m.train.update = delta + at;
-        m.train.n_update =
-            (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
-        m.train.offset = at;
-        m.train.n_examples = (uint64_t)ts->site.n_train;
-        m.train.train_loss = loss >= 0 ? loss : 0.0;
-        st = ts_send(ts, t, &m, details);
-    }
+    for (uint32_t k = 0; k < chunks && st == FL_RPC_OK; k++)
+        st = ts_send_chunk(ts, t, upload_id, sha, delta, n, k, loss, details);
     free(delta);
     return st;
 }
@@ -1408,6 +1421,117 @@ static void test_large_model(void **state) {
     assert_true(blob > (int64_t)FL_WIRE_MAX_MESSAGE_BYTES);
 }
 
+/* ------------------------------------ 7. chunked uploads, spooled */
+
+enum { CH_TAMPERED, CH_TWICE, CH_N };
+
+typedef struct chunk_ctx {
+    int sent;
+    uint32_t chunks;
+    int status[CH_N], partial_ok;
+    char details[CH_N][512];
+} chunk_ctx;
+
+/* Before its real round-1 update, site 2 (this process) sends two bad
+ * uploads: one whose chunk 0 differs from what its total_sha256 covers
+ * (refused at the last chunk, when the whole is checked), and one that
+ * sends chunk 0 twice. Neither may reach the model. */
+static void chunk_hook(tsite *ts, int when, const fl_wire_task *t, const float *delta, int64_t n,
+                       const uint8_t *req, size_t len) {
+    (void)req;
+    (void)len;
+    chunk_ctx *c = ts->ctx;
+    if (when != TS_BEFORE || t->kind != FL_WIRE_TASK_TRAIN || c->sent) return;
+    c->sent = 1;
+    c->chunks = fl_wire_chunk_count((uint64_t)n);
+    if (c->chunks < 2) return;
+    uint8_t sha[32];
+    crypto_hash_sha256(sha, (const uint8_t *)delta, (size_t)n * sizeof(float));
+    float *bad = malloc((size_t)n * sizeof(float));
+    assert_non_null(bad);
+    memcpy(bad, delta, (size_t)n * sizeof(float));
+    bad[0] += 1.0f;
+    char det[512];
+    c->partial_ok = 1;
+    for (uint32_t k = 0; k < c->chunks; k++) {
+        int st = ts_send_chunk(ts, t, 0x1001, sha, bad, n, k, 0.5,
+                               k + 1 < c->chunks ? det : c->details[CH_TAMPERED]);
+        if (k + 1 < c->chunks)
+            c->partial_ok &= st == FL_RPC_OK;
+        else
+            c->status[CH_TAMPERED] = st;
+    }
+    free(bad);
+    c->partial_ok &= ts_send_chunk(ts, t, 0x2001, sha, delta, n, 0, 0.5, det) == FL_RPC_OK;
+    c->status[CH_TWICE] = ts_send_chunk(ts, t, 0x2001, sha, delta, n, 0, 0.5, c->details[CH_TWICE]);
+}
+
+static void test_chunked_uploads(void **state) {
+    (void)state;
+    /* A spool directory that cannot take uploads stops the aggregator at
+     * start, naming the key. */
+    fed F;
+    fed_opts bad = {
+        .sites = "site-1,site-2", .rounds = 1, .agg_extra = "spool_dir = no/such/dir\n"};
+    fed_config(&F, "chunked-bad", &bad);
+    char bin[4200];
+    snprintf(bin, sizeof bin, "%s", fl_test_bin("cohort-aggregator"));
+    char *argv[] = {bin, "--config", F.ini, NULL};
+    pid_t p = ft_spawn(F.agg_log, argv);
+    assert_true(p > 0);
+    expect_exit(p, 2, START_MS, "cohort-aggregator (bad spool_dir)", F.agg_log);
+    if (!strstr(log_tail(F.agg_log), "spool_dir"))
+        fail_msg("the error does not name spool_dir:\n%s", log_tail(F.agg_log));
+    assert_int_equal(access(F.db, F_OK), -1); /* nothing half-written */
+
+    /* mlp:1024,512 has about 550 K parameters: three chunks each way. */
+    fed_opts o = {.sites = "site-1,site-2",
+                  .rounds = 1,
+                  .model = "mlp:1024,512",
+                  .agg_extra = "spool_dir = spool\n"};
+    fed_config(&F, "chunked", &o);
+    char spool[4400];
+    snprintf(spool, sizeof spool, "%s/spool", F.dir);
+    assert_int_equal(ft_mkdirs(spool), 0);
+    fed_start_aggregator(&F);
+    fed_start_client(&F, 1, g_small);
+    chunk_ctx c;
+    memset(&c, 0, sizeof c);
+    tsite *ts = ts_open(2, g_small, F.port);
+    ts->hook = chunk_hook;
+    ts->ctx = &c;
+    ts_run(ts);
+    ts_close(ts);
+    expect_exit(F.cli[1], 0, RUN_MS, "cohort-client", client_log(&F, 1));
+    expect_exit(F.agg, 0, RUN_MS, "cohort-aggregator", F.agg_log);
+    fed_check_logs(&F);
+
+    assert_true(c.sent);
+    assert_true(c.chunks >= 3);
+    assert_true(c.partial_ok); /* chunks are taken until the whole is known */
+    assert_int_equal(c.status[CH_TAMPERED], FL_RPC_INVALID_ARGUMENT);
+    if (!strstr(c.details[CH_TAMPERED], "Submit.total_sha256"))
+        fail_msg("tampered upload: reason '%s'", c.details[CH_TAMPERED]);
+    assert_int_equal(c.status[CH_TWICE], FL_RPC_INVALID_ARGUMENT);
+    if (!strstr(c.details[CH_TWICE], "received twice"))
+        fail_msg("repeated chunk: reason '%s'", c.details[CH_TWICE]);
+    assert_int_equal(events(&F, "kind = 'reject' AND site = 'site-2' AND detail LIKE "
+                                "'%total_sha256%'"),
+                     1);
+    /* The real upload that followed was taken, and the round committed with
+     * both sites' updates. */
+    assert_int_equal(q_int(F.db, "SELECT n_completed FROM rounds WHERE round = 1"), 2);
+    /* Uploads leave nothing behind in the spool directory. */
+    DIR *d = opendir(spool);
+    assert_non_null(d);
+    struct dirent *e;
+    int left = 0;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) left++;
+    closedir(d);
+    assert_int_equal(left, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_three_sites, teardown),
@@ -1416,6 +1540,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_site_killed, teardown),
         cmocka_unit_test_teardown(test_aggregator_killed, teardown),
         cmocka_unit_test_teardown(test_aggregator_killed_secagg, teardown),
+        cmocka_unit_test_teardown(test_chunked_uploads, teardown),
         cmocka_unit_test_teardown(test_large_model, teardown),
     };
     /* FEDTEST_FILTER=test_site_killed runs one case (cases 3 and 5 then run
