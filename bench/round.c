@@ -156,7 +156,8 @@ static double run_once(int json, int sites, int rounds, const char *model, int s
                grow_mb / (model_mb * sites), wall);
     else
         printf("  aggregator peak memory %.1f MB, %.1f MB at start: growth %.1f MB = %.2f "
-               "model-sized buffers per site (%d sites x %.1f MB); whole run %.1f s\n",
+               "model-sized buffers per site (%d sites x %.1f MB; fixed costs included, "
+               "--slope separates them); whole run %.1f s\n",
                peak_mb, start_mb, grow_mb, grow_mb / (model_mb * sites), sites, model_mb, wall);
     sqlite3_close(adb);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
