@@ -248,6 +248,8 @@ static int check_columns(const fl_schema *s, const fl_csv *csv, char *err) {
     if ((rc = check_known(s, csv, &s->categorical, "categorical", err))) return rc;
     if ((rc = check_known(s, csv, &s->sensitive, "sensitive", err))) return rc;
     if ((rc = check_known(s, csv, &s->drop, "drop", err))) return rc;
+    if ((rc = check_known(s, csv, &s->log, "log", err))) return rc;
+    if ((rc = check_known(s, csv, &s->missing_indicators, "missing_indicators", err))) return rc;
     for (int g = 0; g < s->n_groups; g++)
         if (fl_csv_column(csv, s->groups[g].attr) < 0)
             return fl_seterr(err, FL_EINVAL,
@@ -402,7 +404,9 @@ int fl_encoder_init(fl_encoder *enc, const fl_schema *schema, const fl_csv *csv,
         col->categorical = in_list(&schema->categorical, col->name);
         col->offset = offset;
         if (!col->categorical) {
-            offset++;
+            col->log = in_list(&schema->log, col->name);
+            col->indicator = in_list(&schema->missing_indicators, col->name);
+            offset += 1 + col->indicator;
             continue;
         }
         const fl_strlist *decl = declared_levels(schema, col->name);
@@ -427,6 +431,19 @@ int fl_encoder_init(fl_encoder *enc, const fl_schema *schema, const fl_csv *csv,
         offset += col->n_levels;
     }
     enc->n_features = offset;
+    /* A transform of a column that is not a feature would silently do nothing. */
+    const fl_strlist *tl[] = {&schema->log, &schema->missing_indicators};
+    const char *tn[] = {"log", "missing_indicators"};
+    for (int k = 0; k < 2 && !rc; k++)
+        for (int i = 0; i < tl[k]->n && !rc; i++) {
+            int found = 0;
+            for (int c = 0; c < nf && !found; c++)
+                found = !strcmp(enc->cols[c].name, tl[k]->items[i]);
+            if (!found)
+                rc = fl_seterr(err, FL_EINVAL, "%s:%d: column '%s' in %s is not a feature",
+                               schema_path(schema), tl[k]->line, tl[k]->items[i], tn[k]);
+        }
+    if (rc) goto cleanup;
 
     if ((rc = init_classes(enc, schema, csv, err))) goto cleanup;
 
@@ -618,6 +635,21 @@ static int not_a_number(char *err, const fl_csv *csv, int64_t r, int csv_col, co
                      csv->path, csv->line[r], csv_col + 1, name, cell);
 }
 
+/* The value of a present numeric cell, transformed as the column says. */
+static int numeric_cell(double *v, char *err, const fl_csv *csv, int64_t r, const fl_enc_col *col,
+                        const char *cell) {
+    if (parse_number(v, cell)) return not_a_number(err, csv, r, col->csv_col, col->name, cell);
+    if (col->log) {
+        if (!(*v >= 0))
+            return fl_seterr(err, FL_EINVAL,
+                             "%s:%d:%d: column '%s' is in the schema's log list: expected a number "
+                             ">= 0, got '%.80s'",
+                             csv->path, csv->line[r], col->csv_col + 1, col->name, cell);
+        *v = log1p(*v);
+    }
+    return 0;
+}
+
 static int row_of(int64_t *r, const fl_csv *csv, const int32_t *rows, int64_t i, char *err) {
     *r = rows ? rows[i] : i;
     if (*r < 0 || *r >= csv->n_rows)
@@ -654,10 +686,7 @@ int fl_stats_accumulate(fl_stats *st, const fl_encoder *enc, const fl_csv *csv, 
                 tmp.level_count[c][k]++;
             } else {
                 double v;
-                if (parse_number(&v, cell)) {
-                    rc = not_a_number(err, csv, r, col->csv_col, col->name, cell);
-                    goto cleanup;
-                }
+                if ((rc = numeric_cell(&v, err, csv, r, col, cell))) goto cleanup;
                 tmp.count[c]++;
                 tmp.sum[c] += v;
                 tmp.sumsq[c] += v * v;
@@ -797,15 +826,13 @@ int fl_dataset_encode(fl_dataset *ds, const fl_encoder *enc, const fl_csv *csv, 
                 continue;
             }
             double v;
+            if (col->indicator) x[col->offset + 1] = missing ? 1.0f : 0.0f;
             if (missing) {
                 /* Mean imputation: standardised, the mean is exactly 0. */
                 x[col->offset] = 0.0f;
                 continue;
             }
-            if (parse_number(&v, cell)) {
-                rc = not_a_number(err, csv, r, col->csv_col, col->name, cell);
-                goto cleanup;
-            }
+            if ((rc = numeric_cell(&v, err, csv, r, col, cell))) goto cleanup;
             x[col->offset] = (float)((v - col->mean) / col->std);
         }
         for (int s = 0; s < enc->n_sensitive; s++) {

@@ -10,6 +10,9 @@
  *      across sites: this is what the federation's statistics round sums).
  *   5. fl_encoder_finish: means, standard deviations and modes from the stats.
  *   6. fl_dataset_encode: impute, one-hot, standardise the chosen rows.
+ * Numeric columns in the schema's `log` are ln(1 + v) from step 4 on, so the
+ * federation's statistics, imputation and scale are all of the transformed
+ * value; a column in `missing_indicators` adds a 0/1 feature after its own.
  * fl_dataset_load_split runs all six for `cohort train`. */
 #ifndef FL_DATASET_H
 #define FL_DATASET_H
@@ -28,6 +31,8 @@ typedef struct fl_enc_col {
     int offset;      /* first encoded feature of this column */
     /* numeric */
     double mean, std; /* imputation value and scale; std 1 when degenerate */
+    int log;          /* schema `log`: the value is ln(1 + v), v >= 0 */
+    int indicator;    /* schema `missing_indicators`: feature offset + 1 is 1 when missing */
     /* categorical */
     int n_levels;
     char **levels; /* (n_levels) sorted byte-wise unless declared in [levels] */
@@ -37,7 +42,7 @@ typedef struct fl_enc_col {
 typedef struct fl_encoder {
     int n_cols;
     fl_enc_col *cols;
-    int n_features; /* encoded width: numeric columns + sum of n_levels */
+    int n_features; /* encoded width: numeric columns + indicators + sum of n_levels */
     int label_col;
     int n_classes;        /* 2 for binary (class 1 = positive) */
     char **classes;       /* (n_classes) label values; binary: {"not <positive>", positive} */

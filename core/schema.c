@@ -319,6 +319,8 @@ void fl_schema_free(fl_schema *s) {
     strlist_free(&s->sensitive);
     strlist_free(&s->drop);
     strlist_free(&s->missing);
+    strlist_free(&s->log);
+    strlist_free(&s->missing_indicators);
     for (int i = 0; i < s->n_groups; i++)
         group_free(&s->groups[i]);
     free(s->groups);
@@ -367,8 +369,9 @@ static int check_disjoint(const fl_schema *s, const fl_strlist *a, const char *a
 }
 
 static int schema_from_ini(fl_schema *s, const fl_ini *ini, char *err) {
-    static const char *const known[] = {"label",     "positive", "features", "categorical",
-                                        "sensitive", "drop",     "missing",  NULL};
+    static const char *const known[] = {
+        "label", "positive", "features", "categorical",        "sensitive",
+        "drop",  "missing",  "log",      "missing_indicators", NULL};
     const char *path = ini->path;
     int rc;
 
@@ -424,6 +427,8 @@ static int schema_from_ini(fl_schema *s, const fl_ini *ini, char *err) {
     if ((rc = get_list(&s->sensitive, ini, "sensitive", 0, err))) return rc;
     if ((rc = get_list(&s->drop, ini, "drop", 0, err))) return rc;
     if ((rc = get_list(&s->missing, ini, "missing", 1, err))) return rc;
+    if ((rc = get_list(&s->log, ini, "log", 0, err))) return rc;
+    if ((rc = get_list(&s->missing_indicators, ini, "missing_indicators", 0, err))) return rc;
     if (!fl_ini_find(ini, "schema", "missing")) {
         /* Default: only the empty cell is missing. */
         if (!(s->missing.items = malloc(sizeof *s->missing.items)) ||
@@ -442,6 +447,17 @@ static int schema_from_ini(fl_schema *s, const fl_ini *ini, char *err) {
     if ((rc = check_disjoint(s, &s->features, "features", &s->drop, "drop", err))) return rc;
     if ((rc = check_disjoint(s, &s->categorical, "categorical", &s->drop, "drop", err))) return rc;
     if ((rc = check_disjoint(s, &s->sensitive, "sensitive", &s->drop, "drop", err))) return rc;
+    /* The transforms are for numeric features. */
+    const fl_strlist *tl[] = {&s->log, &s->missing_indicators};
+    const char *tn[] = {"log", "missing_indicators"};
+    for (int k = 0; k < 2; k++) {
+        if (in_list(tl[k], s->label))
+            return fl_seterr(err, FL_EINVAL, "%s:%d: the label column '%s' cannot be in %s", path,
+                             tl[k]->line, s->label, tn[k]);
+        if ((rc = check_disjoint(s, &s->categorical, "categorical", tl[k], tn[k], err)) ||
+            (rc = check_disjoint(s, &s->drop, "drop", tl[k], tn[k], err)))
+            return rc;
+    }
     if (s->positive && in_list(&s->missing, s->positive)) {
         const fl_ini_entry *pe = fl_ini_find(ini, "schema", "positive");
         return fl_seterr(err, FL_EINVAL, "%s:%d: positive value '%s' is also a missing token", path,

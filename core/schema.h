@@ -9,6 +9,10 @@
  *   sensitive = Age,Marital   ; fairness attributes; not features unless listed in features
  *   drop = futime,chapter     ; columns never read
  *   missing = ,NA             ; tokens that mean missing (default: the empty cell)
+ *   log = Income,Debt         ; numeric features taken as ln(1 + v) (v >= 0) before
+ *                             ; imputation and standardisation (skewed amounts)
+ *   missing_indicators = Income ; numeric features that get a 0/1 "was missing"
+ *                             ; feature beside their value (missingness that informs)
  *   [groups]                  ; fairness groups: category lists or numeric bins
  *   Age = <25,25-40,40-60,>=60
  *   Marital = married,single
@@ -52,6 +56,7 @@ typedef struct fl_schema {
     char *positive;   /* NULL: classes are the sorted distinct label values */
     int features_all; /* features = * (or absent) */
     fl_strlist features, categorical, sensitive, drop, missing;
+    fl_strlist log, missing_indicators; /* numeric feature transforms */
     fl_group_def *groups;
     int n_groups;
     fl_strlist *levels; /* (n_levels) declared levels; levels[i].items for column level_cols[i] */

@@ -58,13 +58,19 @@ static double num(const cJSON *j, const char *obj, const char *key) {
     return v->valuedouble;
 }
 
-/* The issue's reference is scikit-learn's LogisticRegression on one
- * stratified 80/20 split (seed 0): 0.797 / 0.836. On one split of 891 test
- * rows the AUC moves by about +-0.015 with the split alone, so this test
- * compares like with like: the scikit-learn protocol (80/20, no validation
- * carve-out) over five seeded splits, against what scikit-learn reaches on
- * these same splits (mean accuracy 0.790, AUC 0.822 over ten of them; see
- * docs/benchmarks.md). */
+/* The issue's bar: accuracy >= 0.79 and AUC >= 0.83 (scikit-learn's
+ * LogisticRegression reaches 0.797 / 0.836 on one stratified 80/20 split).
+ * On one split of 891 test rows the AUC moves by about +-0.013 with the
+ * split alone (scikit-learn's own AUC over 50 such splits: mean 0.829, sd
+ * 0.013), so the bar is checked on the mean of five seeded splits under the
+ * scikit-learn protocol (80/20, no validation carve-out). The bundled schema
+ * takes the money columns as ln(1 + v) and adds missing indicators for
+ * Income, Assets and Debt (Income is missing in 8.5% of rows, and those
+ * rows default more often): +0.016 AUC on the mean of 20 splits
+ * (docs/data.md). `cohort train --model logreg` with its defaults (seed 42)
+ * is run too; its figures are printed, and its bound leaves room for the
+ * float rounding of another CPU's BLAS kernels on a single split (its
+ * accuracy is 0.7901 here: one test row above the bar). */
 static void test_credit_logreg(void **state) {
     double acc = 0, auc = 0;
     for (int seed = 0; seed < 5; seed++) {
@@ -91,8 +97,16 @@ static void test_credit_logreg(void **state) {
         fl_proc_result_free(&r);
     }
     print_message("credit_data logreg, mean of 5 splits: accuracy %.4f auc %.4f\n", acc, auc);
-    assert_true(acc >= 0.785);
-    assert_true(auc >= 0.815);
+    assert_true(acc >= 0.79);
+    assert_true(auc >= 0.83);
+
+    cJSON *j =
+        train_json(fl_test_data("credit_data.csv"), demo("credit.schema.ini"), "logreg", NULL);
+    print_message("credit_data logreg, defaults (seed 42): accuracy %.4f auc %.4f\n",
+                  num(j, "test", "accuracy"), num(j, "test", "auc"));
+    assert_true(num(j, "test", "accuracy") >= 0.785);
+    assert_true(num(j, "test", "auc") >= 0.825);
+    cJSON_Delete(j);
 }
 
 static void test_flchain_logreg(void **state) {

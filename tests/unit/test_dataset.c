@@ -726,8 +726,9 @@ static void check_demo(const char *data, const char *schema, int want_features,
 
 static void test_demo_datasets(void **state) {
     (void)state;
-    /* credit: 9 numeric + Home 6 + Marital 5 + Records 2 + Job 4. */
-    check_demo("credit_data.csv", "credit.schema.ini", 26, 2);
+    /* credit: 9 numeric + 3 missing indicators (Income, Assets, Debt) +
+     * Home 6 + Marital 5 + Records 2 + Job 4. */
+    check_demo("credit_data.csv", "credit.schema.ini", 29, 2);
     /* german: 7 numeric + 54 levels over 13 categorical columns. */
     check_demo("german_credit.csv", "german_credit.schema.ini", 61, 3);
     /* flchain: 7 numeric + sex 2; futime and chapter dropped. */
@@ -770,6 +771,90 @@ static void test_demo_datasets(void **state) {
     fl_csv_free(&csv);
 }
 
+/* Schema `log` and `missing_indicators`: ln(1 + v) before the statistics,
+ * so the mean and scale are of the transformed values; a 0/1 feature after
+ * the value; and every way to get them wrong, with the file, line and
+ * column named. */
+static void test_transforms(void **state) {
+    (void)state;
+    fl_csv csv;
+    fl_schema s;
+    fl_encoder enc;
+    fl_dataset ds;
+    char err[FL_ERR_LEN] = "";
+    load_pair(&csv, &s, "tf.csv", "amt,n,k,y\n0,1,a,p\n3,,b,q\n,3,a,p\n", "tf.ini",
+              "[schema]\nlabel = y\npositive = p\ncategorical = k\nlog = amt\n"
+              "missing_indicators = amt,n\n");
+    assert_int_equal(fl_encoder_init(&enc, &s, &csv, err), 0);
+    /* amt [value, missing], n [value, missing], k two levels. */
+    assert_int_equal(enc.n_features, 6);
+    assert_int_equal(enc.cols[0].log, 1);
+    assert_int_equal(enc.cols[0].indicator, 1);
+    assert_int_equal(enc.cols[1].log, 0);
+    assert_int_equal(enc.cols[1].offset, 2);
+    assert_int_equal(enc.cols[2].offset, 4);
+    fit_all(&enc, &csv);
+    double l0 = log1p(0.0), l3 = log1p(3.0), m = (l0 + l3) / 2, sd = fabs(l3 - l0) / 2;
+    assert_near(enc.cols[0].mean, m, 1e-12);
+    assert_near(enc.cols[0].std, sd, 1e-12);
+    int32_t y[3] = {1, 0, 1};
+    assert_int_equal(fl_dataset_encode(&ds, &enc, &csv, y, NULL, 0, err), 0);
+    const float want[3][6] = {{(float)((l0 - m) / sd), 0, -1, 0, 1, 0},
+                              {(float)((l3 - m) / sd), 0, 0, 1, 0, 1},
+                              {0, 1, 1, 0, 1, 0}};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 6; j++)
+            assert_near(ds.X[i * 6 + j], want[i][j], 1e-6);
+    fl_dataset_free(&ds);
+    fl_encoder_free(&enc);
+    fl_schema_free(&s);
+    fl_csv_free(&csv);
+
+    /* A negative amount cannot be logged: the cell is named. */
+    load_pair(&csv, &s, "tfneg.csv", "amt,y\n2,p\n-1,q\n", "tfneg.ini",
+              "[schema]\nlabel = y\npositive = p\nlog = amt\n");
+    assert_int_equal(fl_encoder_init(&enc, &s, &csv, err), 0);
+    fl_stats st;
+    assert_int_equal(fl_stats_init(&st, &enc), 0);
+    assert_err(fl_stats_accumulate(&st, &enc, &csv, NULL, 0, err), FL_EINVAL, err,
+               "tfneg.csv:3:1: column 'amt' is in the schema's log list: expected a number >= 0, "
+               "got '-1'");
+    fl_stats_free(&st);
+    fl_encoder_free(&enc);
+    fl_schema_free(&s);
+    fl_csv_free(&csv);
+
+    /* A column the CSV does not have; one that is not a feature. */
+    load_pair(&csv, &s, "tfu.csv", "amt,g,y\n2,x,p\n1,z,q\n", "tfu.ini",
+              "[schema]\nlabel = y\npositive = p\nmissing_indicators = amount\n");
+    assert_err(fl_encoder_init(&enc, &s, &csv, err), FL_EINVAL, err,
+               "tfu.ini:4: unknown column 'amount' in missing_indicators");
+    fl_schema_free(&s);
+    fl_csv_free(&csv);
+    load_pair(&csv, &s, "tff.csv", "amt,g,y\n2,1,p\n1,2,q\n", "tff.ini",
+              "[schema]\nlabel = y\npositive = p\nfeatures = amt\nlog = g\n");
+    assert_err(fl_encoder_init(&enc, &s, &csv, err), FL_EINVAL, err,
+               "tff.ini:5: column 'g' in log is not a feature");
+    fl_schema_free(&s);
+    fl_csv_free(&csv);
+
+    /* Roles that contradict the transforms are refused when the schema loads. */
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"[schema]\nlabel = y\ncategorical = k\nlog = k\n", "column 'k' is in both categorical"},
+        {"[schema]\nlabel = y\ndrop = d\nmissing_indicators = d\n", "column 'd' is in both drop"},
+        {"[schema]\nlabel = y\nlog = y\n", "the label column 'y' cannot be in log"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *p = fl_test_write_tmp("tfbad.ini", bad[i].text);
+        int rc = fl_schema_load(&s, p, err);
+        free(p);
+        assert_true(rc != 0);
+        if (!strstr(err, bad[i].want)) fail_msg("'%s': error '%s'", bad[i].text, err);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_layout),
@@ -787,6 +872,7 @@ int main(void) {
         cmocka_unit_test(test_stats_merge),
         cmocka_unit_test(test_not_loaded),
         cmocka_unit_test(test_degenerate_columns),
+        cmocka_unit_test(test_transforms),
         cmocka_unit_test(test_demo_datasets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
