@@ -854,16 +854,7 @@ static int send_train(agent *A, const fl_wire_task *t, const float *delta, const
         fl_wire_submit m;
         submit_base(&m, A, t);
         m.result = FL_WIRE_RESULT_TRAIN;
-        m.n_chunks = chunks;
-        m.chunk_index = k;
-        if (chunks > 1) {
-            m.upload_id = upload_id;
-            m.has_total_sha256 = true;
-            memcpy(m.total_sha256, sha, 32);
-        }
-        uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
-        uint64_t len =
-            (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
+        uint64_t len, at = fl_wire_set_chunk(&m, (uint64_t)n, k, upload_id, sha, &len);
         if (delta) {
             m.train.update = (float *)delta + at;
             m.train.n_update = len;

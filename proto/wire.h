@@ -413,6 +413,26 @@ typedef struct fl_wire_submit {
     };
 } fl_wire_submit;
 
+/* Sets m's chunk fields for chunk k of an upload of n values (upload_id
+ * and the SHA-256 of the whole only when there is more than one chunk, as
+ * unpack requires) and returns the index of the chunk's first value;
+ * *len = its number of values. */
+static inline uint64_t fl_wire_set_chunk(fl_wire_submit *m, uint64_t n, uint32_t k,
+                                         uint64_t upload_id, const uint8_t sha[32], uint64_t *len) {
+    uint32_t chunks = fl_wire_chunk_count(n);
+    m->n_chunks = chunks;
+    m->chunk_index = k;
+    if (chunks > 1) {
+        m->upload_id = upload_id;
+        m->has_total_sha256 = true;
+        for (int i = 0; i < FL_WIRE_SHA256_BYTES; i++)
+            m->total_sha256[i] = sha[i];
+    }
+    uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
+    *len = n - at < FL_WIRE_CHUNK_VALUES ? n - at : FL_WIRE_CHUNK_VALUES;
+    return at;
+}
+
 typedef struct fl_wire_submit_response {
     bool accepted;
     char reason[FL_WIRE_REASON_LEN];

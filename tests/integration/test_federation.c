@@ -614,21 +614,11 @@ static int ts_stats(tsite *ts, const fl_wire_task *t, char details[512]) {
 static int ts_send_chunk(tsite *ts, const fl_wire_task *t, uint64_t upload_id,
                          const uint8_t sha[32], const float *delta, int64_t n, uint32_t k,
                          double loss, char details[512]) {
-    uint32_t chunks = fl_wire_chunk_count((uint64_t)n);
     fl_wire_submit m;
     submit_base(&m, ts, t);
     m.result = FL_WIRE_RESULT_TRAIN;
-    m.n_chunks = chunks;
-    m.chunk_index = k;
-    if (chunks > 1) {
-        m.upload_id = upload_id;
-        m.has_total_sha256 = true;
-        memcpy(m.total_sha256, sha, 32);
-    }
-    uint64_t at = (uint64_t)k * FL_WIRE_CHUNK_VALUES;
+    uint64_t at = fl_wire_set_chunk(&m, (uint64_t)n, k, upload_id, sha, &m.train.n_update);
     m.train.update = (float *)delta + at;
-    m.train.n_update =
-        (uint64_t)n - at < FL_WIRE_CHUNK_VALUES ? (uint64_t)n - at : FL_WIRE_CHUNK_VALUES;
     m.train.offset = at;
     m.train.n_examples = (uint64_t)ts->site.n_train;
     m.train.train_loss = loss >= 0 ? loss : 0.0;
