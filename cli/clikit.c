@@ -59,30 +59,32 @@ int fl_cli_print_json(cJSON *j) {
     return rc;
 }
 
-int fl_cli_save_model(const char *path, const fl_model *m, char err[FL_ERR_LEN]) {
-    float *params = malloc((size_t)m->n_params * sizeof(float));
-    uint8_t *buf = NULL;
-    size_t len = 0;
+int fl_cli_write_file(const char *path, const void *buf, size_t len, char err[FL_ERR_LEN]) {
     char tmp[4096];
-    int rc = FL_ENOMEM;
-    if (!params) goto cleanup;
-    if ((rc = fl_model_get_params(m, params))) goto cleanup;
-    if ((rc = fl_model_serialize(&buf, &len, &m->spec, params))) goto cleanup;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return fl_seterr(err, FL_EINVAL, "%s: path too long", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        rc = fl_seterr(err, FL_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
+    if (!f) return fl_seterr(err, FL_EIO, "%s: cannot create: %s", tmp, strerror(errno));
     int ok = fwrite(buf, 1, len, f) == len;
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) != 0) {
-        rc = fl_seterr(err, FL_EIO, "%s: cannot write: %s", path, strerror(errno));
+        int e = errno;
         unlink(tmp);
-        goto cleanup;
+        return fl_seterr(err, FL_EIO, "%s: cannot write: %s", path, strerror(e));
     }
-    rc = FL_OK;
+    return FL_OK;
+}
+
+int fl_cli_save_model(const char *path, const fl_model *m, char err[FL_ERR_LEN]) {
+    float *params = malloc((size_t)m->n_params * sizeof(float));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = FL_ENOMEM;
+    if (!params) goto cleanup;
+    if ((rc = fl_model_get_params(m, params))) goto cleanup;
+    if ((rc = fl_model_serialize(&buf, &len, &m->spec, params))) goto cleanup;
+    rc = fl_cli_write_file(path, buf, len, err);
 cleanup:
     free(params);
     free(buf);

@@ -18,8 +18,11 @@ int fl_cli_bad(const char *flag, const char *val, const char *expected);
 /* Prints j unformatted on one line to stdout and deletes it. 0 or -1. */
 int fl_cli_print_json(cJSON *j);
 
-/* Writes the model's spec and parameters to path via a temporary file and
- * rename, so a crash never leaves a half-written model. */
+/* Writes len bytes to path via a temporary file beside it, fsync and
+ * rename, so a crash or a full disk never leaves a half-written file. */
+int fl_cli_write_file(const char *path, const void *buf, size_t len, char err[FL_ERR_LEN]);
+
+/* Writes the model's spec and parameters to path with fl_cli_write_file. */
 int fl_cli_save_model(const char *path, const fl_model *m, char err[FL_ERR_LEN]);
 
 #endif

@@ -17,6 +17,7 @@ static const struct {
     {"fairness", cmd_fairness, "fairness and bias audit of a predictions file"},
     {"verify", cmd_verify, "check an aggregator database's audit-log chain and signatures"},
     {"report", cmd_report, "audit report (HTML + JSON) from an aggregator database"},
+    {"export", cmd_export, "a global model out of the database, as ONNX or a Cohort model file"},
 };
 
 static void usage(FILE *f) {

@@ -11,5 +11,6 @@ int cmd_simulate(int argc, char **argv);
 int cmd_fairness(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

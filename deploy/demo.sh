@@ -7,7 +7,8 @@
 # with every update, statistic and evaluation count summed through secure
 # aggregation (SecAgg+) and a fairness audit (Age, Marital) every round.
 # Then it checks the aggregator's signed audit log, writes the audit report
-# (HTML + JSON), and trains the same model centrally for comparison.
+# (HTML + JSON), exports the final model as ONNX, and trains the same model
+# centrally for comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/setup.sh
@@ -26,6 +27,10 @@ echo "== cohort report: the audit report"
 ./build/bin/cohort report --db "$run/aggregator.db" --ca "$run/pki/ca.crt" \
   --out "$out/report.html" --json "$out/report.json"
 echo
+echo "== cohort export: the final global model as ONNX (only once the audit log verifies)"
+./build/bin/cohort export --db "$run/aggregator.db" --ca "$run/pki/ca.crt" --format onnx \
+  --out "$out/model.onnx"
+echo
 echo "== cohort train: the same logistic regression, centralized, on the same test split"
 ./build/bin/cohort train --data deploy/demo/data/credit_data.csv \
   --schema deploy/demo/credit.schema.ini --model logreg --val-fraction 0 --epochs 40 \
@@ -37,3 +42,4 @@ echo "  federation work directory:  $run (aggregator.db, logs, site data, PKI)"
 echo "  federation summary JSON:    $out/simulate.json"
 echo "  centralized baseline JSON:  $out/train.json"
 echo "  audit report:               $out/report.html (and $out/report.json)"
+echo "  final model (ONNX):         $out/model.onnx"

@@ -17,6 +17,7 @@ PACKAGES=(
   zlib1g-dev             # gzip-compressed IDX files
   dataset-fashion-mnist  # the image workload (IDX files)
   chromium               # headless rendering test of the HTML audit report (tests skip it when absent)
+  python3-onnx python3-numpy  # test_cli_export reads `cohort export`'s ONNX files independently
 )
 
 missing=()

@@ -1,0 +1,42 @@
+/* onnx.h: a Cohort model as an ONNX file (DESIGN.md §4, `cohort export`).
+ *
+ * The graph takes the encoded feature vector (the federation's layout:
+ * standardised numeric values, missing indicators, one-hot levels, as
+ * core/dataset.h builds it) and gives class probabilities:
+ *
+ *   input  "features"    float (N, n_in)
+ *   layer l: Gemm(x, W_l, b_l, transB = 1) -> z_l, then Relu for hidden layers
+ *   output "probability" float (N, 1) = Sigmoid(z) for binary models,
+ *                        float (N, k) = Softmax(z, axis 1) for k classes
+ *
+ * W_l is stored (out, in) row-major, as in the flat parameter vector, hence
+ * transB. IR version 7, default-domain opset 13: what ONNX Runtime and the
+ * onnx package of Debian 12 (1.12) both load. The protobuf encoding is
+ * written here directly, field by field, after onnx/onnx.proto3 (the ONNX IR
+ * specification, docs/IR.md); it needs no generated code. */
+#ifndef FL_ONNX_H
+#define FL_ONNX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+#include "core/status.h"
+
+#define FL_ONNX_IR_VERSION 7
+#define FL_ONNX_OPSET 13
+
+/* A metadata_props entry (both strings borrowed). */
+typedef struct fl_onnx_prop {
+    const char *key, *value;
+} fl_onnx_prop;
+
+/* Writes the ONNX ModelProto for spec and its flat parameters into *buf
+ * (malloc'd, caller frees), model_version and the n_props metadata entries
+ * included. FL_EINVAL for a spec fl_model_spec_nparams does not accept,
+ * FL_ENOMEM. */
+int fl_onnx_export(uint8_t **buf, size_t *len, const fl_model_spec *spec, const float *params,
+                   int64_t model_version, const fl_onnx_prop *props, int n_props,
+                   char err[FL_ERR_LEN]);
+
+#endif
