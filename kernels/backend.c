@@ -5,7 +5,6 @@
 
 #include <string.h>
 
-
 int fl_device_parse(enum fl_device *out, const char *s) {
     if (!s) return FL_EINVAL;
     if (!strcmp(s, "auto"))

@@ -53,6 +53,20 @@ const char *fl_test_tmpdir(void) {
     return g_tmpdir;
 }
 
+char *fl_test_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: cannot open", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) fail_msg("%s: cannot read", path);
+    fclose(f);
+    b[n] = 0;
+    if (len) *len = (size_t)n;
+    return b;
+}
+
 char *fl_test_write_tmp(const char *name, const char *text) {
     size_t n = strlen(fl_test_tmpdir()) + strlen(name) + 2;
     char *path = malloc(n);

@@ -22,6 +22,9 @@ const char *fl_test_bin(const char *name);
 char *fl_test_write_tmp(const char *name, const char *text);
 /* The per-process temporary directory. */
 const char *fl_test_tmpdir(void);
+/* The whole file at path, NUL-terminated (malloc'd); *len its size when len
+ * is not NULL. Fails the test when the file cannot be read. */
+char *fl_test_slurp(const char *path, size_t *len);
 
 typedef struct fl_proc_result {
     int exit_code; /* -signal when killed by a signal */

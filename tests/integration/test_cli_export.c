@@ -48,20 +48,6 @@ static int exists(const char *path) {
     return access(path, F_OK) == 0;
 }
 
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 /* The model blob committed for round in db (malloc'd). */
 static uint8_t *db_blob(const char *db, int round, size_t *len) {
     sqlite3 *h;
@@ -91,7 +77,7 @@ static void sql(const char *db, const char *stmt) {
 
 static void copy_file(const char *from, const char *to) {
     size_t n;
-    uint8_t *b = read_all(from, &n);
+    char *b = fl_test_slurp(from, &n);
     FILE *f = fopen(to, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(b, 1, n, f), n);
@@ -121,7 +107,7 @@ static const char *write_features(float *X, int d) {
  * Returns the script's JSON (caller deletes). */
 static cJSON *check_onnx(const char *onnx_path, const char *cohort_path, int want_outputs) {
     size_t len;
-    uint8_t *blob = read_all(cohort_path, &len);
+    uint8_t *blob = (uint8_t *)fl_test_slurp(cohort_path, &len);
     fl_model_spec spec;
     float *params;
     char err[FL_ERR_LEN] = "";
@@ -231,7 +217,7 @@ static void test_from_database(void **state) {
     fl_proc_result_free(&r);
     /* Byte for byte what was committed, for the last round and round 1. */
     size_t a, b;
-    uint8_t *x = read_all(cf, &a), *y = db_blob(g_db, 2, &b);
+    uint8_t *x = (uint8_t *)fl_test_slurp(cf, &a), *y = db_blob(g_db, 2, &b);
     assert_int_equal(a, b);
     assert_memory_equal(x, y, a);
     free(x);
@@ -240,7 +226,7 @@ static void test_from_database(void **state) {
                        NULL);
     assert_int_equal(r.exit_code, 0);
     fl_proc_result_free(&r);
-    x = read_all(c1, &a);
+    x = (uint8_t *)fl_test_slurp(c1, &a);
     y = db_blob(g_db, 1, &b);
     assert_int_equal(a, b);
     assert_memory_equal(x, y, a);

@@ -127,19 +127,6 @@ static void test_german_logreg(void **state) {
     cJSON_Delete(j);
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static void test_same_seed_bit_identical(void **state) {
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/a.model", fl_test_tmpdir());
@@ -151,7 +138,7 @@ static void test_same_seed_bit_identical(void **state) {
     char *sa = cJSON_PrintUnformatted(ja), *sb = cJSON_PrintUnformatted(jb);
     assert_string_equal(sa, sb);
     size_t la, lb;
-    char *ma = slurp(a, &la), *mb = slurp(b, &lb);
+    char *ma = fl_test_slurp(a, &la), *mb = fl_test_slurp(b, &lb);
     assert_int_equal(la, lb);
     assert_memory_equal(ma, mb, la);
     free(ma);

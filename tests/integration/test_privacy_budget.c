@@ -197,16 +197,6 @@ static void test_budget_reached(void **state) {
 
 /* ------------------------------------------------ 2. restart keeps the ledger */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: cannot open", path);
-    char *b = calloc(1, 1 << 16);
-    size_t n = fread(b, 1, (1 << 16) - 1, f);
-    b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static pid_t spawn(char *const argv[], const char *log) {
     pid_t p = fork();
     if (p == 0) {
@@ -246,11 +236,11 @@ static void test_restart_keeps_ledger(void **state) {
      * with site-1 only: a new aggregator database, the same site state. */
     char path[4096], agg_ini[4096], port[32];
     snprintf(path, sizeof path, "%s/agg.port", dir);
-    char *p = slurp(path);
+    char *p = fl_test_slurp(path, NULL);
     snprintf(port, sizeof port, "%d", atoi(p));
     free(p);
     snprintf(path, sizeof path, "%s/aggregator.ini", dir);
-    char *text = slurp(path), *out = calloc(1, 1 << 16);
+    char *text = fl_test_slurp(path, NULL), *out = calloc(1, 1 << 16);
     size_t at = 0;
     for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save)) {
@@ -292,7 +282,7 @@ static void test_restart_keeps_ledger(void **state) {
     pid_t c = spawn(cargv, client_log);
     int crc = wait_for(c, 120000), arc = wait_for(a, 30000);
     if (crc != 0 || arc != 0) {
-        char *l1 = slurp(agg_log), *l2 = slurp(client_log);
+        char *l1 = fl_test_slurp(agg_log, NULL), *l2 = fl_test_slurp(client_log, NULL);
         fail_msg("aggregator %d, client %d\n--- aggregator\n%s\n--- client\n%s", arc, crc, l1, l2);
     }
     /* The restarted site composed its earlier runs: 2 more rows, epsilon

@@ -40,20 +40,6 @@ static const char *pki_file(const char *dir, const char *name) {
     return b;
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)n + 1);
-    if (fread(p, 1, (size_t)n, f) != (size_t)n) fail_msg("cannot read %s", path);
-    fclose(f);
-    p[n] = 0;
-    *len = (size_t)n;
-    return p;
-}
-
 /* Two throwaway CAs: the federation's (an aggregator and a site) and another
  * one with an aggregator of its own. */
 static int setup(void **state) {
@@ -87,7 +73,7 @@ static fl_store *open_store(const char *path, const char *dir) {
         fl_signer_free(g_signer);
         free(g_cert);
         assert_ok(fl_signer_new(&g_signer, pki_file(dir, "aggregator.key"), err), err);
-        g_cert = slurp(pki_file(dir, "aggregator.crt"), &len);
+        g_cert = fl_test_slurp(pki_file(dir, "aggregator.crt"), &len);
         assert_ok(fl_store_set_signer(st, g_signer, g_cert, len, err), err);
     }
     return st;
@@ -473,7 +459,7 @@ static void test_ca_and_certificate(void **state) {
     /* a site's certificate in place of the aggregator's */
     path = make_db("wrong-role", 1);
     size_t len;
-    char *site = slurp(pki_file(g_pki, "site-1.crt"), &len), q[4096];
+    char *site = fl_test_slurp(pki_file(g_pki, "site-1.crt"), &len), q[4096];
     snprintf(q, sizeof q, "UPDATE meta SET value = '%s' WHERE key = 'aggregator_cert'", site);
     free(site);
     sql(path, q);
@@ -540,12 +526,12 @@ static void test_store_binding_and_signer(void **state) {
     fl_signer *site;
     size_t len;
     assert_ok(fl_signer_new(&site, pki_file(g_pki, "site-1.key"), err), err);
-    char *cert = slurp(pki_file(g_pki, "aggregator.crt"), &len);
+    char *cert = fl_test_slurp(pki_file(g_pki, "aggregator.crt"), &len);
     assert_int_equal(fl_store_set_signer(st, site, cert, len, err), FL_ECRYPTO);
     assert_non_null(strstr(err, "does not belong to its certificate"));
     commit(st, 0, "model-0");
     /* once something is signed, another certificate would orphan it */
-    char *cert2 = slurp(pki_file(g_pki, "site-1.crt"), &len);
+    char *cert2 = fl_test_slurp(pki_file(g_pki, "site-1.crt"), &len);
     assert_int_equal(fl_store_set_signer(st, site, cert2, len, err), FL_ESTATE);
     assert_non_null(strstr(err, "another aggregator certificate"));
     fl_signer_free(site);

@@ -55,28 +55,13 @@ static const char *fpath(const char *dir, const char *file) {
     return b;
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 /* Verifies dir/<name>.crt against dir's CA and CRL. */
 static int verify_in(const char *dir, const char *cadir, const char *name, char out_name[64],
                      int *role, char *err) {
     char crt[256];
     snprintf(crt, sizeof crt, "%s.crt", name);
     size_t len;
-    char *pem = slurp(fpath(dir, crt), &len);
+    char *pem = fl_test_slurp(fpath(dir, crt), &len);
     int rc = fl_pki_verify_cert(pem, len, fpath(cadir, "ca.crt"), fpath(cadir, "ca.crl"), out_name,
                                 role, err);
     free(pem);
@@ -120,7 +105,7 @@ static void test_init_issue_roles(void **state) {
 
     /* Without a CRL too, and through a long-lived verifier. */
     size_t len;
-    char *pem = slurp(fpath(d, "agg.crt"), &len);
+    char *pem = fl_test_slurp(fpath(d, "agg.crt"), &len);
     assert_ok(fl_pki_verify_cert(pem, len, fpath(d, "ca.crt"), NULL, name, &role, err), err);
     fl_pki_verifier *v = NULL;
     assert_ok(fl_pki_verifier_new(&v, fpath(d, "ca.crt"), fpath(d, "ca.crl"), err), err);
@@ -244,7 +229,7 @@ static void test_revoke(void **state) {
     assert_ok(verify_in(d, d, "site2", name, &role, err), err);
     /* Revocation is only as good as the CRL the verifier is given. */
     size_t len;
-    char *pem = slurp(fpath(d, "site1.crt"), &len);
+    char *pem = fl_test_slurp(fpath(d, "site1.crt"), &len);
     assert_ok(fl_pki_verify_cert(pem, len, fpath(d, "ca.crt"), NULL, name, &role, err), err);
     free(pem);
 
@@ -351,12 +336,12 @@ static void test_tampered_rejected(void **state) {
     assert_err(fl_pki_verify_cert("", 0, ca, crl, name, &role, err), FL_EINVAL, err, "PEM");
     /* The CA's own certificate chains but names no participant. */
     size_t len;
-    pem = slurp(ca, &len);
+    pem = fl_test_slurp(ca, &len);
     assert_err(fl_pki_verify_cert(pem, len, ca, crl, name, &role, err), FL_EAUTH, err,
                "CA certificate");
     free(pem);
     /* Missing files are I/O errors that name the file. */
-    pem = slurp(fpath(d, "site1.crt"), &len);
+    pem = fl_test_slurp(fpath(d, "site1.crt"), &len);
     assert_err(fl_pki_verify_cert(pem, len, fpath(d, "nope.crt"), NULL, name, &role, err), FL_EIO,
                err, "nope.crt");
     assert_err(fl_pki_verify_cert(pem, len, fpath(d, "site1.crt"), NULL, name, &role, err),
@@ -413,9 +398,9 @@ static void test_refuse_overwrite(void **state) {
     const char *d = tdir("overwrite");
     assert_ok(fl_pki_init(d, NULL, 30, err), err);
     size_t len1, len2;
-    char *before = slurp(fpath(d, "ca.key"), &len1);
+    char *before = fl_test_slurp(fpath(d, "ca.key"), &len1);
     assert_err(fl_pki_init(d, NULL, 30, err), FL_ESTATE, err, fpath(d, "ca.key"));
-    char *after = slurp(fpath(d, "ca.key"), &len2);
+    char *after = fl_test_slurp(fpath(d, "ca.key"), &len2);
     assert_int_equal(len1, len2);
     assert_memory_equal(before, after, len1);
     free(before);
@@ -460,7 +445,8 @@ static void test_sign_verify(void **state) {
     assert_ok(fl_pki_issue(d, "site1", FL_ROLE_CLIENT, 10, err), err);
     assert_ok(fl_pki_issue(d, "site2", FL_ROLE_CLIENT, 10, err), err);
     size_t l1, l2;
-    char *c1 = slurp(fpath(d, "site1.crt"), &l1), *c2 = slurp(fpath(d, "site2.crt"), &l2);
+    char *c1 = fl_test_slurp(fpath(d, "site1.crt"), &l1),
+         *c2 = fl_test_slurp(fpath(d, "site2.crt"), &l2);
     uint8_t msg[300];
     for (size_t i = 0; i < sizeof msg; i++)
         msg[i] = (uint8_t)(i * 7);

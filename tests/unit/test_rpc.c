@@ -46,19 +46,7 @@ static char *g_ca2, *g_rogue_crt, *g_rogue_key;
 static char *slurp(const char *dir, const char *name) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s/%s", fl_test_tmpdir(), dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = '\0';
-    fclose(f);
-    return s;
+    return fl_test_slurp(path, NULL);
 }
 
 /* Two federations' PKIs (crypto/pki, EC P-256): in the first an aggregator

@@ -47,23 +47,6 @@ static char *certs[NCERT];
 static size_t cert_lens[NCERT];
 static char key_paths[NCERT][1100];
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    *len = (size_t)n;
-    return b;
-}
-
 static int group_setup(void **state) {
     (void)state;
     char err[FL_ERR_LEN] = "";
@@ -81,7 +64,7 @@ static int group_setup(void **state) {
         }
         snprintf(key_paths[i], sizeof key_paths[i], "%s/%s.key", pki_dir, name);
         snprintf(path, sizeof path, "%s/%s.crt", pki_dir, name);
-        certs[i] = slurp(path, &cert_lens[i]);
+        certs[i] = fl_test_slurp(path, &cert_lens[i]);
         if (!certs[i] || fl_signer_new(&signers[i], key_paths[i], err)) {
             fprintf(stderr, "signer: %s\n", err);
             return -1;
