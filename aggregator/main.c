@@ -680,7 +680,7 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
     fl_secagg_ct *cts = NULL;
     fl_secagg_reveal *rev = NULL;
     float *delta = NULL;
-    int ready = 1;
+    int ready = 1, audited = 0;
     switch (m.kind) {
     case FL_WIRE_TASK_STATS:
         r.kind = FL_TASK_STATS;
@@ -715,6 +715,11 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         r.n_examples = (int64_t)m.train.n_examples;
         r.train_loss = m.train.train_loss;
         if (!r.refused && (m.n_chunks > 1)) {
+            /* Not expected now: refused (and audited) at this chunk. */
+            if ((rc = fl_fed_accepts(S->fed, site, r.round, r.kind, err))) {
+                audited = 1;
+                break;
+            }
             rc = collect_chunk(S, site, &m, m.train.update, m.train.n_update, &ready, err);
             if (!rc && ready) {
                 r.delta = S->up[site].map;
@@ -793,6 +798,10 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
             r.n_examples = (int64_t)m.train.n_examples;
             r.train_loss = m.train.train_loss;
             if (!r.refused && m.n_chunks > 1) {
+                if ((rc = fl_fed_accepts(S->fed, site, r.round, r.kind, err))) {
+                    audited = 1;
+                    break;
+                }
                 rc = collect_chunk(S, site, &m, m.train.masked, m.train.n_masked, &ready, err);
                 if (!rc && ready) {
                     r.masked = S->up[site].map;
@@ -843,9 +852,9 @@ static void handle_submit(service *S, fl_rpc_call *call, const char *name, const
         rc = fl_seterr(err, FL_EINVAL, "Submit.kind: %s is not a result this federation takes",
                        fl_wire_task_kind_name((int)m.kind));
     }
-    if (rc)
-        fl_fed_audit(S->fed, "reject", name, err);
-    else if (ready)
+    if (rc) {
+        if (!audited) fl_fed_audit(S->fed, "reject", name, err);
+    } else if (ready)
         rc = fl_fed_submit(S->fed, site, &r, fl_rpc_now_ms(), err);
     /* The state machine added (streaming strategies, masked) or copied
      * (median, trimmed mean) the upload, or refused it: the spool goes. */

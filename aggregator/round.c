@@ -1373,26 +1373,32 @@ static int submit_secure(fl_federation *f, int site, const fl_result *r, char *e
     return FL_OK;
 }
 
-int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms,
-                  char err[FL_ERR_LEN]) {
+int fl_fed_accepts(fl_federation *f, int site, int round, int kind, char err[FL_ERR_LEN]) {
     if (site < 1 || site > f->cfg.n_allowed || !f->site[site].joined)
         return fl_seterr(err, FL_EAUTH, "submit from a site that has not joined");
-    site_state *ss = &f->site[site];
+    const site_state *ss = &f->site[site];
     static const int expected[] = {FL_TASK_NONE,       FL_TASK_STATS,        FL_TASK_TRAIN,
                                    FL_TASK_EVALUATE,   FL_TASK_NONE,         FL_TASK_ADVERTISE_KEYS,
                                    FL_TASK_SHARE_KEYS, FL_TASK_MASKED_INPUT, FL_TASK_UNMASK};
-    if (r->round != f->round)
-        return refuse(f, site, FL_EPROTO, err, "round %d, expected %d (stale or replayed)",
-                      r->round, f->round);
-    if (r->kind != expected[f->stage] || r->kind == FL_TASK_NONE)
-        return refuse(f, site, FL_EPROTO, err, "result kind %d does not match stage %s", r->kind,
+    if (round != f->round)
+        return refuse(f, site, FL_EPROTO, err, "round %d, expected %d (stale or replayed)", round,
+                      f->round);
+    if (kind != expected[f->stage] || kind == FL_TASK_NONE)
+        return refuse(f, site, FL_EPROTO, err, "result kind %d does not match stage %s", kind,
                       fl_stage_name(f->stage));
     if (ss->submitted)
         return refuse(f, site, FL_EPROTO, err, "a second %s result in round %d (replay)",
                       fl_stage_name(f->stage), f->round);
     if (f->stage == FL_STAGE_TRAIN && !ss->selected)
         return refuse(f, site, FL_EPROTO, err, "not selected for round %d", f->round);
-    int rc = FL_OK;
+    return FL_OK;
+}
+
+int fl_fed_submit(fl_federation *f, int site, const fl_result *r, int64_t now_ms,
+                  char err[FL_ERR_LEN]) {
+    int rc = fl_fed_accepts(f, site, r->round, r->kind, err);
+    if (rc) return rc;
+    site_state *ss = &f->site[site];
     switch (r->kind) {
     case FL_TASK_STATS: {
         if (r->n_stats < 1 || r->n_stats > (1 << 24) || (f->n_stats && r->n_stats != f->n_stats))

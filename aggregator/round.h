@@ -203,6 +203,12 @@ int fl_fed_poll(fl_federation *f, int site, fl_task *task, int64_t now_ms);
  * FL_EINVAL / FL_ENUMERIC with the reason) and change nothing. */
 int fl_fed_submit(fl_federation *f, int site, const fl_result *res, int64_t now_ms,
                   char err[FL_ERR_LEN]);
+/* Whether a result of this kind for this round would be admitted from site
+ * now (fl_fed_submit's first checks: joined, round, stage, not yet
+ * submitted, selected), refused and audited as fl_fed_submit would. The
+ * aggregator asks at every chunk of an upload, so a site that is not
+ * expected to upload is stopped at its first chunk, not its last. */
+int fl_fed_accepts(fl_federation *f, int site, int round, int kind, char err[FL_ERR_LEN]);
 /* Advances on deadlines; returns 1 when the state changed (wake pollers). */
 int fl_fed_tick(fl_federation *f, int64_t now_ms);
 

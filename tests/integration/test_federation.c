@@ -21,8 +21,10 @@
  *  6. a model above 64 MiB (mlp:4096,4096) travels in chunks both ways;
  *  7. chunked uploads spool to [aggregator] spool_dir: an upload whose chunks
  *     do not match its total_sha256 and a chunk sent twice are refused, the
- *     real upload is taken, nothing is left in the directory; a spool_dir
- *     that cannot be written stops the aggregator at start (exit 2).
+ *     real upload is taken, nothing is left in the directory; the first
+ *     chunk of an update sent while the federation evaluates is refused at
+ *     once; a spool_dir that cannot be written stops the aggregator at start
+ *     (exit 2).
  *
  * Site 3 in cases 3 and 5 and site 1 in case 4 are played by this process
  * (ts_*: the same calls as client/agent.c on client/site.h), which is how the
@@ -1413,10 +1415,11 @@ static void test_large_model(void **state) {
 
 /* ------------------------------------ 7. chunked uploads, spooled */
 
-enum { CH_TAMPERED, CH_TWICE, CH_N };
+enum { CH_TAMPERED, CH_TWICE, CH_UNEXPECTED, CH_N };
 
 typedef struct chunk_ctx {
-    int sent;
+    int sent, sent_unexpected;
+    int64_t n;
     uint32_t chunks;
     int status[CH_N], partial_ok;
     char details[CH_N][512];
@@ -1431,8 +1434,24 @@ static void chunk_hook(tsite *ts, int when, const fl_wire_task *t, const float *
     (void)req;
     (void)len;
     chunk_ctx *c = ts->ctx;
+    if (when == TS_BEFORE && t->kind == FL_WIRE_TASK_EVALUATE && c->sent && !c->sent_unexpected) {
+        /* The first chunk of an update while the federation evaluates:
+         * refused at once, not after the whole upload is in. */
+        c->sent_unexpected = 1;
+        fl_wire_task as_train = *t;
+        as_train.kind = FL_WIRE_TASK_TRAIN;
+        float *zeros = calloc((size_t)c->n, sizeof(float));
+        uint8_t sha[32];
+        assert_non_null(zeros);
+        crypto_hash_sha256(sha, (const uint8_t *)zeros, (size_t)c->n * sizeof(float));
+        c->status[CH_UNEXPECTED] = ts_send_chunk(ts, &as_train, 0x3001, sha, zeros, c->n, 0, 0.5,
+                                                 c->details[CH_UNEXPECTED]);
+        free(zeros);
+        return;
+    }
     if (when != TS_BEFORE || t->kind != FL_WIRE_TASK_TRAIN || c->sent) return;
     c->sent = 1;
+    c->n = n;
     c->chunks = fl_wire_chunk_count((uint64_t)n);
     if (c->chunks < 2) return;
     uint8_t sha[32];
@@ -1505,6 +1524,13 @@ static void test_chunked_uploads(void **state) {
     assert_int_equal(c.status[CH_TWICE], FL_RPC_INVALID_ARGUMENT);
     if (!strstr(c.details[CH_TWICE], "received twice"))
         fail_msg("repeated chunk: reason '%s'", c.details[CH_TWICE]);
+    assert_true(c.sent_unexpected);
+    assert_true(c.status[CH_UNEXPECTED] != FL_RPC_OK);
+    if (!strstr(c.details[CH_UNEXPECTED], "does not match stage EVALUATE"))
+        fail_msg("chunk during EVALUATE: reason '%s'", c.details[CH_UNEXPECTED]);
+    assert_int_equal(events(&F, "kind = 'refuse' AND site = 'site-2' AND detail LIKE "
+                                "'%does not match stage EVALUATE%'"),
+                     1);
     assert_int_equal(events(&F, "kind = 'reject' AND site = 'site-2' AND detail LIKE "
                                 "'%total_sha256%'"),
                      1);
