@@ -145,6 +145,13 @@ int fl_onnx_export(uint8_t **buf, size_t *len, const fl_model_spec *spec, const 
     if (spec->n_in < 1 || spec->n_hidden < 0 || spec->n_hidden > FL_MAX_HIDDEN ||
         spec->n_classes < 2 || fl_model_spec_nparams(spec) < 1)
         return fl_seterr(err, FL_EINVAL, "onnx: not a model spec this writer knows");
+    /* A protobuf message is at most 2 GiB; tensors beyond that would need
+     * ONNX's external data files, which this writer does not produce. */
+    if (fl_model_spec_nparams(spec) > (FL_ONNX_MAX_BYTES - (1 << 20)) / 4)
+        return fl_seterr(err, FL_EINVAL,
+                         "onnx: %lld parameters do not fit in one ONNX file (2 GiB protobuf "
+                         "limit; external tensor data is not supported)",
+                         (long long)fl_model_spec_nparams(spec));
     const int outputs = fl_model_spec_outputs(spec);
     pb graph = {0}, model = {0};
     char prev[LAYER_NAME_LEN] = "features";

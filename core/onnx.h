@@ -25,6 +25,7 @@
 
 #define FL_ONNX_IR_VERSION 7
 #define FL_ONNX_OPSET 13
+#define FL_ONNX_MAX_BYTES ((int64_t)1 << 31) /* protobuf's message limit */
 
 /* A metadata_props entry (both strings borrowed). */
 typedef struct fl_onnx_prop {
@@ -33,8 +34,8 @@ typedef struct fl_onnx_prop {
 
 /* Writes the ONNX ModelProto for spec and its flat parameters into *buf
  * (malloc'd, caller frees), model_version and the n_props metadata entries
- * included. FL_EINVAL for a spec fl_model_spec_nparams does not accept,
- * FL_ENOMEM. */
+ * included. FL_EINVAL for a spec this writer does not know or a model too
+ * large for one protobuf message (checked before params is read), FL_ENOMEM. */
 int fl_onnx_export(uint8_t **buf, size_t *len, const fl_model_spec *spec, const float *params,
                    int64_t model_version, const fl_onnx_prop *props, int n_props,
                    char err[FL_ERR_LEN]);
