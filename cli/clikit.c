@@ -59,6 +59,28 @@ int fl_cli_print_json(cJSON *j) {
     return rc;
 }
 
+int fl_cli_parse_stats(double **out, int64_t *n_out, const char *text, const char *what,
+                       char err[FL_ERR_LEN]) {
+    int64_t n = 1;
+    for (const char *p = text; *p; p++)
+        n += *p == ',';
+    double *v = malloc((size_t)n * sizeof(double));
+    if (!v) return fl_seterr(err, FL_ENOMEM, "out of memory");
+    const char *p = text;
+    for (int64_t i = 0; i < n; i++) {
+        char *e;
+        v[i] = strtod(p, &e);
+        if (e == p || (*e != ',' && *e != '\0')) {
+            free(v);
+            return fl_seterr(err, FL_EPARSE, "%s: malformed statistics", what);
+        }
+        p = *e ? e + 1 : e;
+    }
+    *out = v;
+    *n_out = n;
+    return FL_OK;
+}
+
 int fl_cli_write_file(const char *path, const void *buf, size_t len, char err[FL_ERR_LEN]) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)

@@ -18,6 +18,12 @@ int fl_cli_bad(const char *flag, const char *val, const char *expected);
 /* Prints j unformatted on one line to stdout and deletes it. 0 or -1. */
 int fl_cli_print_json(cJSON *j);
 
+/* The federation's summed statistics as the aggregator keeps them (meta
+ * "stats": comma-separated hex floats) into *out (malloc'd, *n values).
+ * FL_EPARSE naming `what` when the text is malformed. */
+int fl_cli_parse_stats(double **out, int64_t *n, const char *text, const char *what,
+                       char err[FL_ERR_LEN]);
+
 /* Writes len bytes to path via a temporary file beside it, fsync and
  * rename, so a crash or a full disk never leaves a half-written file. */
 int fl_cli_write_file(const char *path, const void *buf, size_t len, char err[FL_ERR_LEN]);

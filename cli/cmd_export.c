@@ -27,11 +27,13 @@
 #include "aggregator/audit.h"
 #include "cli/clikit.h"
 #include "cli/commands.h"
+#include "client/site.h"
 #include "core/onnx.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: cohort export --db aggregator.db [--round N] --format onnx|cohort --out F\n"
-               "                     [--ca ca.crt] [--allow-unsigned] [--json]\n"
+               "                     [--schema S.ini --data F.csv] [--ca ca.crt]\n"
+               "                     [--allow-unsigned] [--json]\n"
                "       cohort export --model F.cohort --format onnx|cohort --out F [--json]\n"
                "\n"
                "Exports a global model: the model committed in round N (default: the last\n"
@@ -40,6 +42,10 @@ static void usage(FILE *f) {
                "  --format onnx     an ONNX graph (IR 7, opset 13): input \"features\" (N, d),\n"
                "                    the encoded features; output \"probability\"\n"
                "  --format cohort   the Cohort model file, as committed and signed\n"
+               "  --schema, --data  the federation's schema and a site's data file (for its\n"
+               "                    header): the ONNX graph then takes the raw columns, one\n"
+               "                    input each (float, NaN = missing; or string), and encodes\n"
+               "                    them as the federation did\n"
                "  --ca              the federation CA: the database's aggregator certificate\n"
                "                    must chain to it\n"
                "  --allow-unsigned  accept a database whose models nobody signed\n"
@@ -49,6 +55,7 @@ static void usage(FILE *f) {
 }
 
 typedef struct model_src {
+    char *stats; /* meta "stats": the federation's summed statistics (text), or NULL */
     uint8_t *blob;
     size_t len;
     int64_t round; /* -1: from a file */
@@ -121,11 +128,20 @@ static int load_from_db(model_src *m, const char *db, long round) {
     }
     sqlite3_finalize(st);
     st = NULL;
-    if (sqlite3_prepare_v2(h, "SELECT value FROM meta WHERE key = 'federation_id'", -1, &st,
-                           NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-        snprintf(m->federation, sizeof m->federation, "%s",
-                 (const char *)sqlite3_column_text(st, 0));
+    if (sqlite3_prepare_v2(h, "SELECT key, value FROM meta WHERE key IN ('federation_id', 'stats')",
+                           -1, &st, NULL) == SQLITE_OK)
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *k = (const char *)sqlite3_column_text(st, 0);
+            const char *v = (const char *)sqlite3_column_text(st, 1);
+            if (!k || !v) continue;
+            if (!strcmp(k, "federation_id"))
+                snprintf(m->federation, sizeof m->federation, "%s", v);
+            else if (!(m->stats = strdup(v))) {
+                fprintf(stderr, "cohort export: out of memory\n");
+                rc = 1;
+                goto cleanup;
+            }
+        }
     rc = 0;
 cleanup:
     sqlite3_finalize(st);
@@ -165,7 +181,8 @@ static int load_from_file(model_src *m, const char *path) {
 }
 
 int cmd_export(int argc, char **argv) {
-    const char *db = NULL, *file = NULL, *format = NULL, *out = NULL, *ca = NULL;
+    const char *db = NULL, *file = NULL, *format = NULL, *out = NULL, *ca = NULL, *schema = NULL,
+               *data = NULL;
     long round = -1;
     int json = 0, flags = 0;
     for (int i = 1; i < argc; i++) {
@@ -181,7 +198,8 @@ int cmd_export(int argc, char **argv) {
             if (i + 1 >= argc) return fl_cli_bad(f, "", "a round number");
             if (fl_cli_long(&round, f, argv[++i], 0, 1L << 40)) return 2;
         } else if (!strcmp(f, "--db") || !strcmp(f, "--model") || !strcmp(f, "--format") ||
-                   !strcmp(f, "--out") || !strcmp(f, "--ca")) {
+                   !strcmp(f, "--out") || !strcmp(f, "--ca") || !strcmp(f, "--schema") ||
+                   !strcmp(f, "--data")) {
             if (i + 1 >= argc || !argv[i + 1][0]) {
                 fprintf(stderr, "cohort export: %s: expected a value\n", f);
                 return 2;
@@ -192,20 +210,24 @@ int cmd_export(int argc, char **argv) {
             if (!strcmp(f, "--format")) format = v;
             if (!strcmp(f, "--out")) out = v;
             if (!strcmp(f, "--ca")) ca = v;
+            if (!strcmp(f, "--schema")) schema = v;
+            if (!strcmp(f, "--data")) data = v;
         } else {
             fprintf(stderr, "cohort export: unknown option '%s'\n", f);
             usage(stderr);
             return 2;
         }
     }
-    const char *problem = !db == !file ? "give one of --db and --model"
-                          : !format    ? "--format is required"
-                          : strcmp(format, "onnx") && strcmp(format, "cohort")
-                              ? "--format: expected onnx or cohort"
-                          : !out                                ? "--out is required"
-                          : file && (round >= 0 || ca || flags) ? "--round, --ca and "
-                                                                  "--allow-unsigned go with --db"
-                                                                : NULL;
+    const char *problem =
+        !db == !file                                         ? "give one of --db and --model"
+        : !format                                            ? "--format is required"
+        : strcmp(format, "onnx") && strcmp(format, "cohort") ? "--format: expected onnx or cohort"
+        : !out                                               ? "--out is required"
+        : file && (round >= 0 || ca || flags || schema || data)
+            ? "--round, --ca, --allow-unsigned, --schema and --data go with --db"
+        : !schema != !data                 ? "--schema and --data go together"
+        : schema && strcmp(format, "onnx") ? "--schema and --data go with --format onnx"
+                                           : NULL;
     if (problem) {
         fprintf(stderr, "cohort export: %s\n", problem);
         usage(stderr);
@@ -214,6 +236,8 @@ int cmd_export(int argc, char **argv) {
 
     model_src m;
     memset(&m, 0, sizeof m);
+    fl_site site;
+    int site_open = 0;
     int rc = db ? load_from_db(&m, db, round) : load_from_file(&m, file);
     fl_model_spec spec;
     float *params = NULL;
@@ -243,6 +267,35 @@ int cmd_export(int argc, char **argv) {
         rc = db ? 1 : 2;
         goto cleanup;
     }
+    if (schema) {
+        /* The federation's encoder: the schema bound to a site's header and
+         * levels, fitted with the statistics the aggregator summed, as every
+         * site and `cohort simulate`'s final evaluation fit it. */
+        double *stats = NULL;
+        int64_t n_stats = 0;
+        if (!m.stats) {
+            fprintf(stderr, "cohort export: %s: no federation statistics (meta stats)\n", db);
+            rc = 2;
+            goto cleanup;
+        }
+        if (fl_cli_parse_stats(&stats, &n_stats, m.stats, db, err) ||
+            fl_site_open(&site, data, schema, 0.2, 1, FL_DEVICE_CPU, err) ||
+            (site_open = 1, fl_site_encode(&site, stats, n_stats, err))) {
+            fprintf(stderr, "cohort export: %s\n", err);
+            free(stats);
+            rc = 2;
+            goto cleanup;
+        }
+        free(stats);
+        if (site.enc.n_features != spec.n_in) {
+            fprintf(stderr,
+                    "cohort export: --schema %s with --data %s encodes %d features; the model "
+                    "takes %d (not this federation's schema?)\n",
+                    schema, data, site.enc.n_features, spec.n_in);
+            rc = 2;
+            goto cleanup;
+        }
+    }
     fl_model_spec_name(spec_name, &spec);
     sodium_bin2hex(hex, sizeof hex, m.sha, 32);
     const void *bytes = m.blob;
@@ -252,17 +305,18 @@ int cmd_export(int argc, char **argv) {
         snprintf(round_txt, sizeof round_txt, "%lld", (long long)m.round);
         snprintf(n_in, sizeof n_in, "%d", spec.n_in);
         snprintf(classes, sizeof classes, "%d", spec.n_classes);
-        fl_onnx_prop props[6] = {{"cohort.model", spec_name},
+        fl_onnx_prop props[7] = {{"cohort.model", spec_name},
                                  {"cohort.model_sha256", hex},
                                  {"cohort.features", n_in},
-                                 {"cohort.classes", classes}};
-        int np = 4;
+                                 {"cohort.classes", classes},
+                                 {"cohort.inputs", schema ? "columns" : "encoded"}};
+        int np = 5;
         if (db) {
             props[np++] = (fl_onnx_prop){"cohort.round", round_txt};
             props[np++] = (fl_onnx_prop){"cohort.federation_id", m.federation};
         }
-        if ((rc = fl_onnx_export(&onnx, &onnx_len, &spec, params, m.round < 0 ? 0 : m.round, props,
-                                 np, err))) {
+        if ((rc = fl_onnx_export(&onnx, &onnx_len, &spec, params, schema ? &site.enc : NULL,
+                                 m.round < 0 ? 0 : m.round, props, np, err))) {
             fprintf(stderr, "cohort export: %s\n", err);
             rc = 1;
             goto cleanup;
@@ -305,6 +359,8 @@ int cmd_export(int argc, char **argv) {
                     n_bytes, file);
     }
 cleanup:
+    if (site_open) fl_site_close(&site);
+    free(m.stats);
     free(m.blob);
     free(params);
     free(onnx);

@@ -602,25 +602,6 @@ cleanup:
     return rc;
 }
 
-/* The statistics the aggregator summed (meta "stats", hex floats). */
-static int parse_stats(sim_result *res, const char *text, char *err) {
-    int64_t n = 1;
-    for (const char *p = text; *p; p++)
-        n += *p == ',';
-    if (!(res->stats = malloc((size_t)n * sizeof(double))))
-        return fl_seterr(err, FL_ENOMEM, "out of memory");
-    const char *p = text;
-    for (int64_t i = 0; i < n; i++) {
-        char *e;
-        res->stats[i] = strtod(p, &e);
-        if (e == p || (*e != ',' && *e != '\0'))
-            return fl_seterr(err, FL_EPARSE, "aggregator.db: malformed statistics");
-        p = *e ? e + 1 : e;
-    }
-    res->n_stats = n;
-    return FL_OK;
-}
-
 /* Each site's ledger and refusals, from sites/site-K.db. A site whose file
  * cannot be read keeps NAN / 0: the summary says what is known. */
 static void read_privacy(sim_result *res, const char *dir, int sites) {
@@ -675,7 +656,7 @@ static int read_store(sim_result *res, const char *dir, char *err) {
     if (!rc) rc = fl_store_load_model(st, last, &res->model, &res->model_len, res->sha256, err);
     if (!rc) rc = fl_store_meta_get(st, "stats", &stats, err);
     if (!rc && !stats) rc = fl_seterr(err, FL_ESTATE, "%s: no federation statistics", path);
-    if (!rc) rc = parse_stats(res, stats, err);
+    if (!rc) rc = fl_cli_parse_stats(&res->stats, &res->n_stats, stats, "aggregator.db", err);
     if (!rc) read_end_reason(res, st);
     free(stats);
     fl_store_close(st);

@@ -15,9 +15,10 @@
 #include "core/bytes.h"
 
 enum { WT_VARINT = 0, WT_LEN = 2 };
-enum { ONNX_FLOAT = 1 }; /* TensorProto.DataType */
-enum { ATTR_INT = 2 };   /* AttributeProto.AttributeType */
+enum { ONNX_FLOAT = 1, ONNX_STRING = 8 };               /* TensorProto.DataType */
+enum { ATTR_INT = 2, ATTR_INTS = 7, ATTR_STRINGS = 8 }; /* AttributeProto.AttributeType */
 #define LAYER_NAME_LEN 32
+#define FL_ONNX_NAME_LEN 160
 
 typedef struct pb {
     uint8_t *p;
@@ -101,15 +102,15 @@ static void tensor(pb *graph, const char *name, const float *v, int rows, int co
     pb_msg(graph, 5, &t); /* GraphProto.initializer */
 }
 
-/* ValueInfoProto of a float tensor (N, cols): name 1, type 2 -> TypeProto
+/* ValueInfoProto of a tensor (N, cols) of elem_type: name 1, type 2 -> TypeProto
  * tensor_type 1 -> elem_type 1, shape 2 -> dim 1 (dim_param 2 | dim_value 1). */
-static void value_info(pb *graph, int field, const char *name, int cols) {
+static void value_info(pb *graph, int field, const char *name, int elem_type, int cols) {
     pb d0 = {0}, d1 = {0}, shape = {0}, tt = {0}, type = {0}, vi = {0};
     pb_str(&d0, 2, "N");
     pb_int(&d1, 1, cols);
     pb_msg(&shape, 1, &d0);
     pb_msg(&shape, 1, &d1);
-    pb_int(&tt, 1, ONNX_FLOAT);
+    pb_int(&tt, 1, elem_type);
     pb_msg(&tt, 2, &shape);
     pb_msg(&type, 1, &tt);
     pb_str(&vi, 1, name);
@@ -117,31 +118,183 @@ static void value_info(pb *graph, int field, const char *name, int cols) {
     pb_msg(graph, field, &vi);
 }
 
-/* NodeProto: input 1, output 2, name 3, op_type 4, attribute 5 (one INT
- * attribute when attr is not NULL: name 1, i 3, type 20). */
-static void node(pb *graph, const char *op, const char *const *in, int n_in, const char *out,
-                 const char *attr, int64_t attr_value) {
+/* An attribute: INT (i), INTS or STRINGS. */
+typedef struct attr {
+    const char *name;
+    int type; /* ATTR_INT | ATTR_INTS | ATTR_STRINGS */
+    int64_t i;
+    const int64_t *ints;
+    const char *const *strings;
+    int n;
+} attr;
+
+/* AttributeProto: name 1, i 3, ints 8, strings 9, type 20. */
+static void attribute(pb *nd, const attr *a) {
+    pb m = {0};
+    pb_str(&m, 1, a->name);
+    if (a->type == ATTR_INT) pb_int(&m, 3, a->i);
+    for (int k = 0; a->type == ATTR_INTS && k < a->n; k++)
+        pb_int(&m, 8, a->ints[k]);
+    for (int k = 0; a->type == ATTR_STRINGS && k < a->n; k++)
+        pb_str(&m, 9, a->strings[k]);
+    pb_int(&m, 20, a->type);
+    pb_msg(nd, 5, &m);
+}
+
+/* NodeProto: input 1, output 2, name 3, op_type 4, attribute 5, domain 7. */
+static void node_ex(pb *graph, const char *domain, const char *op, const char *const *in, int n_in,
+                    const char *out, const attr *attrs, int n_attrs) {
     pb nd = {0};
     for (int i = 0; i < n_in; i++)
         pb_str(&nd, 1, in[i]);
     pb_str(&nd, 2, out);
     pb_str(&nd, 3, out); /* each node is named after its output */
     pb_str(&nd, 4, op);
-    if (attr) {
-        pb a = {0};
-        pb_str(&a, 1, attr);
-        pb_int(&a, 3, attr_value);
-        pb_int(&a, 20, ATTR_INT);
-        pb_msg(&nd, 5, &a);
-    }
+    for (int i = 0; i < n_attrs; i++)
+        attribute(&nd, &attrs[i]);
+    if (domain) pb_str(&nd, 7, domain);
     pb_msg(graph, 1, &nd); /* GraphProto.node */
 }
 
+/* A default-domain node with at most one INT attribute. */
+static void node(pb *graph, const char *op, const char *const *in, int n_in, const char *out,
+                 const char *attr_name, int64_t attr_value) {
+    attr a = {.name = attr_name, .type = ATTR_INT, .i = attr_value};
+    node_ex(graph, NULL, op, in, n_in, out, &a, attr_name ? 1 : 0);
+}
+
+/* A float scalar initializer (dims [1]). */
+static void scalar(pb *graph, const char *name, double v) {
+    float f = (float)v;
+    tensor(graph, name, &f, 0, 1);
+}
+
+/* The encoder of core/dataset.h as graph nodes, from one input per column
+ * (numeric: float (N, 1), NaN = missing; categorical: string (N, 1)) to
+ * "features" (N, d), the model's input. Per numeric column X:
+ *   X.nan = IsNaN(X); [X.p1 = Add(X, one); X.log = Log(X.p1)] for `log`;
+ *   X.enc = Where(X.nan, zero, Div(Sub(v, X.mean), X.std))  (mean imputation);
+ *   X.ind = Cast(X.nan, FLOAT) for a missing indicator.
+ * Per categorical column K: K.idx = ai.onnx.ml LabelEncoder(K) mapping each
+ * level to its index and the missing tokens to the mode (unknown: -1), then
+ * K.enc = Cast(Equal(K.idx, K.range), FLOAT) with K.range = [0 .. L-1]:
+ * one-hot, all zeros for a level the federation never saw. Concat(axis 1)
+ * in encoder order. */
+static int encoder_graph(pb *graph, const fl_encoder *enc, char *err) {
+    int n_parts = 0;
+    char(*parts)[FL_ONNX_NAME_LEN] = calloc((size_t)enc->n_cols * 2 + 1, sizeof *parts);
+    if (!parts) return fl_seterr(err, FL_ENOMEM, "onnx: out of memory");
+    scalar(graph, "cohort.one", 1.0);
+    scalar(graph, "cohort.zero", 0.0);
+    int rc = FL_OK;
+    for (int c = 0; c < enc->n_cols && !rc; c++) {
+        const fl_enc_col *col = &enc->cols[c];
+        char n[6][FL_ONNX_NAME_LEN];
+        const char *x = col->name;
+        if (strlen(x) + 8 >= FL_ONNX_NAME_LEN) {
+            rc = fl_seterr(err, FL_EINVAL, "onnx: column name '%.40s...' is too long", x);
+            break;
+        }
+        if (col->categorical) {
+            int nk = col->n_levels + enc->n_missing;
+            const char **keys = malloc((size_t)nk * sizeof *keys);
+            int64_t *vals = malloc((size_t)nk * sizeof *vals);
+            float *range = malloc((size_t)col->n_levels * sizeof *range);
+            if (!keys || !vals || !range) rc = fl_seterr(err, FL_ENOMEM, "onnx: out of memory");
+            for (int k = 0; !rc && k < col->n_levels; k++) {
+                keys[k] = col->levels[k];
+                vals[k] = k;
+                range[k] = (float)k;
+            }
+            for (int k = 0; !rc && k < enc->n_missing; k++) {
+                keys[col->n_levels + k] = enc->missing[k];
+                vals[col->n_levels + k] = col->mode;
+            }
+            if (!rc) {
+                snprintf(n[0], sizeof n[0], "%s.idx", x);
+                snprintf(n[1], sizeof n[1], "%s.range", x);
+                snprintf(n[2], sizeof n[2], "%s.onehot", x);
+                snprintf(n[3], sizeof n[3], "%s.idxf", x);
+                snprintf(n[4], sizeof n[4], "%s.enc", x);
+                attr le[3] = {
+                    {.name = "default_int64", .type = ATTR_INT, .i = -1},
+                    {.name = "keys_strings", .type = ATTR_STRINGS, .strings = keys, .n = nk},
+                    {.name = "values_int64s", .type = ATTR_INTS, .ints = vals, .n = nk}};
+                const char *in0[1] = {x};
+                node_ex(graph, "ai.onnx.ml", "LabelEncoder", in0, 1, n[0], le, 3);
+                /* Compared as floats: level indices are small integers, exact. */
+                tensor(graph, n[1], range, 1, col->n_levels);
+                const char *in1[1] = {n[0]};
+                node(graph, "Cast", in1, 1, n[3], "to", ONNX_FLOAT);
+                const char *in2[2] = {n[3], n[1]};
+                node(graph, "Equal", in2, 2, n[2], NULL, 0);
+                const char *in3[1] = {n[2]};
+                node(graph, "Cast", in3, 1, n[4], "to", ONNX_FLOAT);
+                snprintf(parts[n_parts++], FL_ONNX_NAME_LEN, "%s", n[4]);
+            }
+            free(keys);
+            free(vals);
+            free(range);
+            continue;
+        }
+        snprintf(n[0], sizeof n[0], "%s.nan", x);
+        snprintf(n[1], sizeof n[1], "%s.mean", x);
+        snprintf(n[2], sizeof n[2], "%s.std", x);
+        snprintf(n[3], sizeof n[3], "%s.z", x);
+        snprintf(n[4], sizeof n[4], "%s.enc", x);
+        scalar(graph, n[1], col->mean);
+        scalar(graph, n[2], col->std);
+        const char *in0[1] = {x};
+        node(graph, "IsNaN", in0, 1, n[0], NULL, 0);
+        char v[FL_ONNX_NAME_LEN], p1[FL_ONNX_NAME_LEN], ctr[FL_ONNX_NAME_LEN];
+        snprintf(v, sizeof v, "%s", x);
+        if (col->log) {
+            snprintf(p1, sizeof p1, "%s.p1", x);
+            snprintf(v, sizeof v, "%s.log", x);
+            const char *a[2] = {x, "cohort.one"};
+            node(graph, "Add", a, 2, p1, NULL, 0);
+            const char *l[1] = {p1};
+            node(graph, "Log", l, 1, v, NULL, 0);
+        }
+        snprintf(ctr, sizeof ctr, "%s.c", x);
+        const char *sub[2] = {v, n[1]};
+        node(graph, "Sub", sub, 2, ctr, NULL, 0);
+        const char *dv[2] = {ctr, n[2]};
+        node(graph, "Div", dv, 2, n[3], NULL, 0);
+        const char *wh[3] = {n[0], "cohort.zero", n[3]};
+        node(graph, "Where", wh, 3, n[4], NULL, 0);
+        snprintf(parts[n_parts++], FL_ONNX_NAME_LEN, "%s", n[4]);
+        if (col->indicator) {
+            snprintf(n[5], sizeof n[5], "%s.ind", x);
+            const char *nan[1] = {n[0]};
+            node(graph, "Cast", nan, 1, n[5], "to", ONNX_FLOAT);
+            snprintf(parts[n_parts++], FL_ONNX_NAME_LEN, "%s", n[5]);
+        }
+    }
+    if (!rc) {
+        const char **in = malloc((size_t)n_parts * sizeof *in);
+        if (!in) {
+            rc = fl_seterr(err, FL_ENOMEM, "onnx: out of memory");
+        } else {
+            for (int i = 0; i < n_parts; i++)
+                in[i] = parts[i];
+            node(graph, "Concat", in, n_parts, "features", "axis", 1);
+            free(in);
+        }
+    }
+    free(parts);
+    return rc;
+}
+
 int fl_onnx_export(uint8_t **buf, size_t *len, const fl_model_spec *spec, const float *params,
-                   int64_t model_version, const fl_onnx_prop *props, int n_props,
-                   char err[FL_ERR_LEN]) {
+                   const fl_encoder *enc, int64_t model_version, const fl_onnx_prop *props,
+                   int n_props, char err[FL_ERR_LEN]) {
     *buf = NULL;
     *len = 0;
+    if (enc && (!enc->finished || enc->n_features != spec->n_in))
+        return fl_seterr(err, FL_EINVAL,
+                         "onnx: the encoder gives %d features, the model takes %d%s",
+                         enc->n_features, spec->n_in, enc->finished ? "" : " (encoder not fitted)");
     if (spec->n_in < 1 || spec->n_hidden < 0 || spec->n_hidden > FL_MAX_HIDDEN ||
         spec->n_classes < 2 || fl_model_spec_nparams(spec) < 1)
         return fl_seterr(err, FL_EINVAL, "onnx: not a model spec this writer knows");
@@ -155,6 +308,11 @@ int fl_onnx_export(uint8_t **buf, size_t *len, const fl_model_spec *spec, const 
     const int outputs = fl_model_spec_outputs(spec);
     pb graph = {0}, model = {0};
     char prev[LAYER_NAME_LEN] = "features";
+    int rc = enc ? encoder_graph(&graph, enc, err) : FL_OK;
+    if (rc) {
+        free(graph.p);
+        return rc;
+    }
     int64_t off = 0;
     for (int l = 0; l <= spec->n_hidden; l++) {
         int in = l == 0 ? spec->n_in : spec->hidden[l - 1];
@@ -181,24 +339,35 @@ int fl_onnx_export(uint8_t **buf, size_t *len, const fl_model_spec *spec, const 
     else
         node(&graph, "Softmax", lin, 1, "probability", "axis", 1);
     pb_str(&graph, 2, "cohort");
-    value_info(&graph, 11, "features", spec->n_in);
-    value_info(&graph, 12, "probability", outputs);
+    if (enc)
+        for (int c = 0; c < enc->n_cols; c++)
+            value_info(&graph, 11, enc->cols[c].name,
+                       enc->cols[c].categorical ? ONNX_STRING : ONNX_FLOAT, 1);
+    else
+        value_info(&graph, 11, "features", ONNX_FLOAT, spec->n_in);
+    value_info(&graph, 12, "probability", ONNX_FLOAT, outputs);
 
     pb_int(&model, 1, FL_ONNX_IR_VERSION);
     pb_str(&model, 2, "cohort");
     pb_str(&model, 3, "1");
     pb_str(&model, 4, "org.cohort");
     pb_int(&model, 5, model_version);
-    char name[FL_SPEC_LEN], doc[FL_SPEC_LEN + 80];
+    char name[FL_SPEC_LEN], doc[FL_SPEC_LEN + 160];
     fl_model_spec_name(name, spec);
-    snprintf(doc, sizeof doc, "Cohort %s model: encoded features in, class probabilities out",
-             name);
+    snprintf(doc, sizeof doc, "Cohort %s model: %s in, class probabilities out", name,
+             enc ? "raw columns (NaN or a missing token = missing)" : "encoded features");
     pb_str(&model, 6, doc);
     pb_msg(&model, 7, &graph);
     pb opset = {0};
     pb_str(&opset, 1, "");
     pb_int(&opset, 2, FL_ONNX_OPSET);
     pb_msg(&model, 8, &opset);
+    if (enc) {
+        pb ml = {0};
+        pb_str(&ml, 1, "ai.onnx.ml");
+        pb_int(&ml, 2, FL_ONNX_ML_OPSET);
+        pb_msg(&model, 8, &ml);
+    }
     for (int i = 0; i < n_props; i++) {
         pb kv = {0};
         pb_str(&kv, 1, props[i].key);

@@ -10,6 +10,9 @@
  *     metadata names the round, the federation and the model's SHA-256.
  *  2. A three-class model from `cohort train --out` (--model): Softmax
  *     probabilities, again equal to the model's own.
+ *  2b. With --schema and --data, the graph on raw columns (the encoder in
+ *     ONNX): on the raw held-out split it gives cohort simulate's own
+ *     accuracy and AUC.
  *  3. Refusals, each with a message naming the problem and no output file:
  *     bad usage (exit 2), a round without a model (2), a model blob altered
  *     after commit (1: its SHA-256), another round's blob altered (1: the
@@ -35,6 +38,7 @@
 #define ROWS 16
 
 static char g_work[4096], g_db[4200], g_script[4096];
+static double g_final_accuracy, g_final_auc; /* cohort simulate's own evaluation */
 
 static const char *tmp(const char *name) {
     static char b[8][4200];
@@ -190,9 +194,16 @@ static int setup(void **state) {
              "[train]\nlocal_epochs = 1\nbatch_size = 64\n",
              COHORT_DATA_DIR, COHORT_DATA_DIR);
     char *ini = fl_test_write_tmp("fed.ini", ini_text);
-    fl_proc_result r = fl_test_cohort("simulate", "--config", ini, "--workdir", g_work, NULL);
+    fl_proc_result r =
+        fl_test_cohort("simulate", "--config", ini, "--workdir", g_work, "--json", NULL);
     free(ini);
     if (r.exit_code != 0) fail_msg("cohort simulate exited %d:\n%s", r.exit_code, r.err);
+    cJSON *j = cJSON_Parse(r.out);
+    cJSON *fin = cJSON_GetObjectItem(j, "final");
+    assert_non_null(fin);
+    g_final_accuracy = cJSON_GetObjectItem(fin, "accuracy")->valuedouble;
+    g_final_auc = cJSON_GetObjectItem(fin, "auc")->valuedouble;
+    cJSON_Delete(j);
     fl_proc_result_free(&r);
     return 0;
 }
@@ -367,11 +378,70 @@ static void test_refusals(void **state) {
             "cohort", "--out", o, NULL);
 }
 
+/* With the federation's schema and a site's data file, the graph takes the
+ * raw columns and encodes them itself. Run on the raw held-out test split
+ * that `cohort simulate` evaluated (test.csv: strings, empty cells for
+ * missing values), it gives simulate's own accuracy and AUC. */
+static void test_raw_columns(void **state) {
+    (void)state;
+    const char *ox = tmp("raw.onnx");
+    char schema[4300], data[4300], test_csv[4300];
+    snprintf(schema, sizeof schema, "%s/sites/site.schema.ini", g_work);
+    snprintf(data, sizeof data, "%s/sites/site-1.csv", g_work);
+    snprintf(test_csv, sizeof test_csv, "%s/test.csv", g_work);
+    fl_proc_result r = fl_test_cohort("export", "--db", g_db, "--format", "onnx", "--schema",
+                                      schema, "--data", data, "--out", ox, NULL);
+    if (r.exit_code != 0) fail_msg("export exited %d: %s", r.exit_code, r.err);
+    fl_proc_result_free(&r);
+    char *argv[] = {"/usr/bin/python3", g_script,     (char *)ox, test_csv, "--label",
+                    "Status",           "--positive", "good",     NULL};
+    assert_int_equal(fl_test_run(&r, argv), 0);
+    if (r.exit_code != 0) fail_msg("onnx_eval.py exited %d:\n%s", r.exit_code, r.err);
+    cJSON *j = cJSON_Parse(r.out);
+    if (!j) fail_msg("onnx_eval.py printed no JSON: %s", r.out);
+    fl_proc_result_free(&r);
+    /* one input per feature column, named after it; categoricals one-hot
+     * through ai.onnx.ml's LabelEncoder */
+    cJSON *in = cJSON_GetObjectItem(j, "inputs");
+    assert_int_equal(cJSON_GetArraySize(in), 13);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetArrayItem(in, 1), 0)->valuestring, "Home");
+    assert_string_equal(meta(j, "cohort.inputs"), "columns");
+    int label_encoders = 0;
+    cJSON *op;
+    cJSON_ArrayForEach(op, cJSON_GetObjectItem(j, "ops")) {
+        label_encoders += !strcmp(op->valuestring, "LabelEncoder");
+    }
+    assert_int_equal(label_encoders, 4); /* Home, Marital, Records, Job */
+    double acc = cJSON_GetObjectItem(j, "accuracy")->valuedouble;
+    double auc = cJSON_GetObjectItem(j, "auc")->valuedouble;
+    int n = cJSON_GetObjectItem(j, "n")->valueint;
+    print_message("raw test split through the ONNX encoder: accuracy %.6f auc %.6f (n %d); "
+                  "cohort simulate: %.6f %.6f\n",
+                  acc, auc, n, g_final_accuracy, g_final_auc);
+    assert_true(n > 800);
+    assert_true(fabs(acc - g_final_accuracy) <= 1.0 / n + 1e-12);
+    assert_true(fabs(auc - g_final_auc) < 1e-4);
+    cJSON_Delete(j);
+
+    /* the encoder options' own refusals */
+    const char *bad = tmp("raw-refused.onnx");
+    refused(2, "--schema and --data go together", bad, "--db", g_db, "--format", "onnx", "--schema",
+            schema, "--out", bad, NULL);
+    refused(2, "--schema and --data go with --format onnx", bad, "--db", g_db, "--format", "cohort",
+            "--schema", schema, "--data", data, "--out", bad, NULL);
+    char *plain = fl_test_write_tmp("plain.schema.ini", "[schema]\nlabel = Status\n"
+                                                        "positive = good\ncategorical = Home\n");
+    refused(2, "levels", bad, "--db", g_db, "--format", "onnx", "--schema", plain, "--data", data,
+            "--out", bad, NULL);
+    free(plain);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_from_database),
         cmocka_unit_test(test_multiclass_file),
+        cmocka_unit_test(test_raw_columns),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

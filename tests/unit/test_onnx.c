@@ -36,7 +36,7 @@ static void test_framing(void **state) {
     uint8_t *buf;
     size_t len;
     char err[FL_ERR_LEN] = "";
-    assert_int_equal(fl_onnx_export(&buf, &len, &spec, params, 4, props, 1, err), FL_OK);
+    assert_int_equal(fl_onnx_export(&buf, &len, &spec, params, NULL, 4, props, 1, err), FL_OK);
     const uint8_t *p = buf, *end = buf + len;
     int seen[16] = {0};
     uint64_t ir = 0, version = 0;
@@ -76,13 +76,13 @@ static void test_refusals(void **state) {
     size_t len = 1;
     char err[FL_ERR_LEN] = "";
     fl_model_spec bad = {.n_in = 0, .n_classes = 2};
-    assert_int_equal(fl_onnx_export(&buf, &len, &bad, NULL, 0, NULL, 0, err), FL_EINVAL);
+    assert_int_equal(fl_onnx_export(&buf, &len, &bad, NULL, NULL, 0, NULL, 0, err), FL_EINVAL);
     assert_null(buf);
     assert_int_equal(len, 0);
     /* 65536 x 65536 x 3 layers: about 12.9 G parameters. params is never
      * read: the size is refused first. */
     fl_model_spec huge = {.n_in = 65536, .n_hidden = 2, .hidden = {65536, 65536}, .n_classes = 2};
-    assert_int_equal(fl_onnx_export(&buf, &len, &huge, NULL, 0, NULL, 0, err), FL_EINVAL);
+    assert_int_equal(fl_onnx_export(&buf, &len, &huge, NULL, NULL, 0, NULL, 0, err), FL_EINVAL);
     if (!strstr(err, "2 GiB")) fail_msg("error '%s'", err);
 }
 
