@@ -27,9 +27,10 @@ echo "== cohort report: the audit report"
 ./build/bin/cohort report --db "$run/aggregator.db" --ca "$run/pki/ca.crt" \
   --out "$out/report.html" --json "$out/report.json"
 echo
-echo "== cohort export: the final global model as ONNX (only once the audit log verifies)"
+echo "== cohort export: the final global model as ONNX with the federation's encoder (raw columns in),"
+echo "   only once the audit log verifies"
 ./build/bin/cohort export --db "$run/aggregator.db" --ca "$run/pki/ca.crt" --format onnx \
-  --out "$out/model.onnx"
+  --schema "$run/sites/site.schema.ini" --data "$run/sites/site-1.csv" --out "$out/model.onnx"
 echo
 echo "== cohort train: the same logistic regression, centralized, on the same test split"
 ./build/bin/cohort train --data deploy/demo/data/credit_data.csv \
