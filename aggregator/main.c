@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -970,6 +971,63 @@ static void on_call(void *user, fl_rpc_call *call) {
 
 /* ------------------------------------------------------------ main */
 
+/* The CRL file as last loaded: `cohort pki revoke|crl` replace it by rename,
+ * so a new inode or mtime means a new CRL. */
+typedef struct file_id {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+} file_id;
+
+static int file_id_get(file_id *id, const char *path) {
+    struct stat st;
+    memset(id, 0, sizeof *id);
+    if (stat(path, &st)) return -1;
+    id->dev = st.st_dev;
+    id->ino = st.st_ino;
+    id->size = st.st_size;
+    id->mtime = st.st_mtim;
+    return 0;
+}
+
+static int file_id_same(const file_id *a, const file_id *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* A revocation takes effect without a restart: when the CRL file changes,
+ * the verifier is rebuilt from it and swapped in under the service lock, so
+ * a certificate revoked mid-federation is refused from its next call on.
+ * A CRL that does not load (bad signature, expired) leaves the previous one
+ * in force; both outcomes are audited ('crl'). */
+static void crl_reload(service *S, file_id *seen) {
+    file_id now;
+    if (file_id_get(&now, S->cfg.crl) || file_id_same(&now, seen)) return;
+    *seen = now;
+    char err[FL_ERR_LEN] = "", detail[FL_PATH_LEN + FL_ERR_LEN + 128];
+    fl_pki_verifier *v = NULL;
+    int rc = fl_pki_verifier_new(&v, S->cfg.ca, S->cfg.crl, err);
+    pthread_mutex_lock(&S->mu);
+    if (rc) {
+        snprintf(detail, sizeof detail,
+                 "%s changed but does not load; the previous CRL stays in "
+                 "force: %s",
+                 S->cfg.crl, err);
+        fl_warn("%s", detail);
+    } else {
+        fl_pki_verifier *old = S->verifier;
+        S->verifier = v;
+        v = old;
+        snprintf(detail, sizeof detail, "%s reloaded: revocations in force from now on",
+                 S->cfg.crl);
+        fl_info("%s", detail);
+    }
+    fl_fed_audit(S->fed, "crl", NULL, detail);
+    pthread_mutex_unlock(&S->mu);
+    fl_pki_verifier_free(v);
+}
+
 static int write_port_file(const char *path, int port, char *err) {
     char tmp[FL_PATH_LEN + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -1075,6 +1133,8 @@ int main(int argc, char **argv) {
     if ((rc = read_file(&ca, S->cfg.ca, err)) || (rc = read_file(&cert, S->cfg.cert, err)) ||
         (rc = read_file(&key, S->cfg.key, err)))
         goto cleanup;
+    file_id crl_seen; /* taken before the load: a change after it is seen */
+    if (S->cfg.crl[0]) file_id_get(&crl_seen, S->cfg.crl);
     if ((rc = fl_pki_verifier_new(&S->verifier, S->cfg.ca, S->cfg.crl[0] ? S->cfg.crl : NULL, err)))
         goto cleanup;
     if ((rc = fl_store_open(&S->store, S->cfg.db, err))) goto cleanup;
@@ -1104,11 +1164,17 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    /* The loop: deadlines, parked polls, and the end of the federation (every
-     * joined site told DONE, or a grace period after the first). */
+    /* The loop: deadlines, parked polls, a changed CRL, and the end of the
+     * federation (every joined site told DONE, or a grace period after the
+     * first). */
+    int64_t crl_checked = 0;
     while (!g_stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        if (S->cfg.crl[0] && fl_rpc_now_ms() - crl_checked >= 1000) {
+            crl_checked = fl_rpc_now_ms();
+            crl_reload(S, &crl_seen);
+        }
         pthread_mutex_lock(&S->mu);
         int64_t now = fl_rpc_now_ms();
         fl_fed_tick(S->fed, now);

@@ -8,7 +8,9 @@
  *  2. refused connections: a certificate from another CA and a plaintext
  *     client fail the handshake (UNAVAILABLE, no handler runs); a revoked
  *     certificate, a site outside `sites =` and an operator certificate get
- *     PERMISSION_DENIED and an audit row 'refuse' naming them;
+ *     PERMISSION_DENIED and an audit row 'refuse' naming them; a certificate
+ *     revoked while the aggregator runs is refused from then on (the CRL
+ *     file is watched and reloaded, audited 'crl');
  *  3. refused messages from a joined site: random bytes, a wrong-shape update,
  *     a NaN update, the replay of an accepted round-1 Submit in round 2 and of
  *     a round-2 Submit after it was accepted; each is refused with a reason
@@ -764,7 +766,7 @@ static int group_setup(void **state) {
     } certs[] = {{"aggregator", FL_ROLE_AGGREGATOR}, {"site-1", FL_ROLE_CLIENT},
                  {"site-2", FL_ROLE_CLIENT},         {"site-3", FL_ROLE_CLIENT},
                  {"site-4", FL_ROLE_CLIENT},         {"site-9", FL_ROLE_CLIENT},
-                 {"op-1", FL_ROLE_OPERATOR}};
+                 {"site-5", FL_ROLE_CLIENT},         {"op-1", FL_ROLE_OPERATOR}};
     if (fl_pki_init(g_pki, "fedtest", 30, err) || fl_pki_init(g_other, "other", 30, err)) goto fail;
     for (size_t i = 0; i < sizeof certs / sizeof *certs; i++)
         if (fl_pki_issue(g_pki, certs[i].name, certs[i].role, 30, err)) goto fail;
@@ -954,7 +956,7 @@ static int plaintext_join(int port) {
 static void test_refused_connections(void **state) {
     (void)state;
     fed F;
-    fed_opts o = {.sites = "site-1,site-2,site-4", .rounds = 1, .join_timeout = 600};
+    fed_opts o = {.sites = "site-1,site-2,site-4,site-5", .rounds = 1, .join_timeout = 600};
     fed_config(&F, "refused", &o);
     fed_start_aggregator(&F);
     char det[512];
@@ -1018,6 +1020,27 @@ static void test_refused_connections(void **state) {
     int logged = strstr(log, "site-4") && strstr(log, "site-9") && strstr(log, "op-1");
     free(log);
     if (!logged) fail_msg("refusals missing from the aggregator log:\n%s", log_tail(F.agg_log));
+
+    /* (e) A certificate revoked while the aggregator runs: site-5 joins,
+     * then `cohort pki revoke` re-signs ca.crl, and the aggregator refuses
+     * site-5 from then on without a restart (it watches the CRL file). */
+    st = join_once(F.port, g_ca_pem, pki_file(g_pki, "site-5", "crt"),
+                   pki_file(g_pki, "site-5", "key"), det);
+    if (st != FL_RPC_OK) fail_msg("site-5 before revocation: %s: %s", fl_rpc_status_name(st), det);
+    char err[FL_ERR_LEN] = "";
+    if (fl_pki_revoke(g_pki, "site-5", err)) fail_msg("revoke: %s", err);
+    int64_t until = ft_now_ms() + 20000;
+    do {
+        ft_sleep_ms(200);
+        st = join_once(F.port, g_ca_pem, pki_file(g_pki, "site-5", "crt"),
+                       pki_file(g_pki, "site-5", "key"), det);
+    } while (st == FL_RPC_OK && ft_now_ms() < until);
+    if (st != FL_RPC_PERMISSION_DENIED || !strstr(det, "revoked"))
+        fail_msg("site-5 after revocation: %s (%s), expected PERMISSION_DENIED naming the "
+                 "revocation",
+                 fl_rpc_status_name(st), det);
+    assert_int_equal(events(&F, "kind = 'crl' AND detail LIKE '%reloaded%'"), 1);
+    assert_int_equal(events(&F, "kind = 'refuse' AND site = 'site-5'"), 1);
     assert_true(ft_alive(F.agg));
     ft_kill(F.agg);
     fed_check_logs(&F);
