@@ -33,6 +33,7 @@
 #include "aggregator/round.h"
 #include "aggregator/store.h"
 #include "core/fairness.h"
+#include "core/filestamp.h"
 #include "core/log.h"
 #include "crypto/pki.h"
 #include "crypto/secagg_vec.h"
@@ -971,39 +972,14 @@ static void on_call(void *user, fl_rpc_call *call) {
 
 /* ------------------------------------------------------------ main */
 
-/* The CRL file as last loaded: `cohort pki revoke|crl` replace it by rename,
- * so a new inode or mtime means a new CRL. */
-typedef struct file_id {
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
-} file_id;
-
-static int file_id_get(file_id *id, const char *path) {
-    struct stat st;
-    memset(id, 0, sizeof *id);
-    if (stat(path, &st)) return -1;
-    id->dev = st.st_dev;
-    id->ino = st.st_ino;
-    id->size = st.st_size;
-    id->mtime = st.st_mtim;
-    return 0;
-}
-
-static int file_id_same(const file_id *a, const file_id *b) {
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
-}
-
 /* A revocation takes effect without a restart: when the CRL file changes,
  * the verifier is rebuilt from it and swapped in under the service lock, so
  * a certificate revoked mid-federation is refused from its next call on.
  * A CRL that does not load (bad signature, expired) leaves the previous one
  * in force; both outcomes are audited ('crl'). */
-static void crl_reload(service *S, file_id *seen) {
-    file_id now;
-    if (file_id_get(&now, S->cfg.crl) || file_id_same(&now, seen)) return;
+static void crl_reload(service *S, fl_file_stamp *seen) {
+    fl_file_stamp now;
+    if (fl_file_stamp_get(&now, S->cfg.crl) || fl_file_stamp_same(&now, seen)) return;
     *seen = now;
     char err[FL_ERR_LEN] = "", detail[FL_PATH_LEN + FL_ERR_LEN + 128];
     fl_pki_verifier *v = NULL;
@@ -1133,8 +1109,10 @@ int main(int argc, char **argv) {
     if ((rc = read_file(&ca, S->cfg.ca, err)) || (rc = read_file(&cert, S->cfg.cert, err)) ||
         (rc = read_file(&key, S->cfg.key, err)))
         goto cleanup;
-    file_id crl_seen; /* taken before the load: a change after it is seen */
-    if (S->cfg.crl[0]) file_id_get(&crl_seen, S->cfg.crl);
+    /* Stamped before the load: a change after it is seen. `cohort pki
+     * revoke|crl` replace the file by rename. */
+    fl_file_stamp crl_seen;
+    if (S->cfg.crl[0]) fl_file_stamp_get(&crl_seen, S->cfg.crl);
     if ((rc = fl_pki_verifier_new(&S->verifier, S->cfg.ca, S->cfg.crl[0] ? S->cfg.crl : NULL, err)))
         goto cleanup;
     if ((rc = fl_store_open(&S->store, S->cfg.db, err))) goto cleanup;

@@ -468,6 +468,7 @@ int fl_sim_write_client_ini(const fl_sim_config *c, const char *path, int site, 
             "[client]\n"
             "aggregator = 127.0.0.1:%d\n"
             "ca = pki/ca.crt\n"
+            "crl = pki/ca.crl\n"
             "cert = pki/site-%d.crt\n"
             "key = pki/site-%d.key\n"
             "data = sites/site-%d.csv\n"

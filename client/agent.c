@@ -8,6 +8,9 @@
  *   ca = pki/ca.crt
  *   cert = pki/site-1.crt
  *   key = pki/site-1.key
+ *   crl = pki/ca.crl              ; optional: the aggregator's certificate must not be
+ *                                 ; revoked (checked at every TLS handshake; the file
+ *                                 ; is re-read when it changes)
  *   data = site-1.csv
  *   schema = site.schema.ini      ; categorical columns need declared [levels]
  *   state = site-1.db             ; the site's own SQLite state
@@ -33,6 +36,7 @@
  * configuration or data. SIGTERM stops it cleanly between calls. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <sqlite3.h>
@@ -45,6 +49,7 @@
 #include "core/accountant.h"
 #include "core/ini.h"
 #include "core/fairness.h"
+#include "core/filestamp.h"
 #include "core/log.h"
 #include "crypto/dpsource.h"
 #include "crypto/pki.h"
@@ -64,7 +69,7 @@
 typedef struct agent_config {
     char aggregator[256];
     char ca[FL_PATH_LEN], cert[FL_PATH_LEN], key[FL_PATH_LEN], data[FL_PATH_LEN],
-        schema[FL_PATH_LEN], state[FL_PATH_LEN];
+        schema[FL_PATH_LEN], state[FL_PATH_LEN], crl[FL_PATH_LEN];
     double val_fraction;
     unsigned long long seed;
     enum fl_device device;
@@ -75,8 +80,21 @@ typedef struct agent_config {
     char die_stage[32];
 } agent_config;
 
+/* What the site trusts the aggregator with: with [client] crl, every TLS
+ * handshake checks the aggregator's certificate against the CA and the CRL,
+ * and its role (aggregator), after gRPC's own chain and host-name checks. A
+ * refused certificate fails the handshake, so nothing is sent; the agent
+ * then stops (fl_rpc_unary_retry does not retry it) and says why. */
+typedef struct peer_trust {
+    pthread_mutex_t mu;
+    const char *ca, *crl; /* the agent's config */
+    fl_pki_verifier *v;
+    fl_file_stamp stamp;
+} peer_trust;
+
 typedef struct agent {
     agent_config cfg;
+    peer_trust trust;
     fl_site site;
     fl_rpc_channel *ch;
     sqlite3 *db;
@@ -120,6 +138,39 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+/* ------------------------------------------------------------ trust */
+
+static int check_aggregator(void *user, const char *pem, char *why, size_t why_len) {
+    peer_trust *t = user;
+    char name[FL_PKI_NAME_MAX] = "", e[FL_ERR_LEN] = "";
+    int role = 0;
+    pthread_mutex_lock(&t->mu);
+    fl_file_stamp now;
+    if (!fl_file_stamp_get(&now, t->crl) && !fl_file_stamp_same(&now, &t->stamp)) {
+        fl_pki_verifier *nv = NULL;
+        t->stamp = now;
+        if (fl_pki_verifier_new(&nv, t->ca, t->crl, e)) {
+            fl_warn("%s changed but does not load; the previous CRL stays in force: %s", t->crl, e);
+        } else {
+            fl_pki_verifier_free(t->v);
+            t->v = nv;
+            fl_info("%s reloaded", t->crl);
+        }
+        e[0] = 0;
+    }
+    int rc = fl_pki_verifier_check(t->v, pem, strlen(pem), name, &role, e);
+    if (!rc && role != FL_ROLE_AGGREGATOR) {
+        rc = FL_EAUTH;
+        snprintf(e, sizeof e, "certificate '%s' has role %s, not aggregator", name,
+                 fl_pki_role_name(role));
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (!rc) return 0;
+    snprintf(why, why_len, "%s", e);
+    fl_error("the aggregator's certificate is refused: %s", e);
+    return 1;
+}
+
 /* ------------------------------------------------------------ config */
 
 static int load_config(agent_config *c, const char *path, char *err) {
@@ -129,7 +180,7 @@ static int load_config(agent_config *c, const char *path, char *err) {
     if (rc) return rc;
     static const char *const keys[] = {"aggregator", "ca",     "cert",  "key",
                                        "data",       "schema", "state", "val_fraction",
-                                       "seed",       "device", NULL};
+                                       "seed",       "device", "crl",   NULL};
     static const char *const pkeys[] = {"max_epsilon", "delta", NULL};
     static const char *const fkeys[] = {"die_at", NULL};
     for (int i = 0; i < ini.n_sections && !rc; i++)
@@ -157,6 +208,8 @@ static int load_config(agent_config *c, const char *path, char *err) {
         else
             fl_path_resolve(paths[i].dst, path, v);
     }
+    const char *crl = fl_ini_get(&ini, "client", "crl", NULL);
+    if (!rc && crl && *crl) fl_path_resolve(c->crl, path, crl);
     const char *agg = fl_ini_get(&ini, "client", "aggregator", NULL);
     if (!rc && (!agg || !*agg || strlen(agg) >= sizeof c->aggregator))
         rc = fl_seterr(err, FL_EINVAL, "%s: [client] needs 'aggregator' (host:port)", path);
@@ -1171,9 +1224,17 @@ int main(int argc, char **argv) {
     if (!rc) rc = state_open(A, err);
     if (!rc && !(rc = read_file(&ca, A->cfg.ca, err)) && !(rc = read_file(&cert, A->cfg.cert, err)))
         rc = read_file(&key, A->cfg.key, err);
+    if (!rc && A->cfg.crl[0]) {
+        A->trust.ca = A->cfg.ca;
+        A->trust.crl = A->cfg.crl;
+        pthread_mutex_init(&A->trust.mu, NULL);
+        fl_file_stamp_get(&A->trust.stamp, A->cfg.crl);
+        rc = fl_pki_verifier_new(&A->trust.v, A->cfg.ca, A->cfg.crl, err);
+    }
     if (!rc)
-        rc = fl_rpc_channel_new(&A->ch, A->cfg.aggregator, ca, cert, key, NULL,
-                                FL_WIRE_MAX_MESSAGE_BYTES, err);
+        rc = fl_rpc_channel_new_ex(&A->ch, A->cfg.aggregator, ca, cert, key, NULL,
+                                   FL_WIRE_MAX_MESSAGE_BYTES,
+                                   A->cfg.crl[0] ? check_aggregator : NULL, &A->trust, err);
     if (key) sodium_memzero(key, strlen(key));
     if (!rc) rc = fl_signer_new(&A->signer, A->cfg.key, err);
     if (!rc) rc = fl_csprng_new(&A->rng, err);
@@ -1193,6 +1254,10 @@ int main(int argc, char **argv) {
     free(key);
     if (A) {
         fl_rpc_channel_free(A->ch);
+        if (A->trust.ca) {
+            fl_pki_verifier_free(A->trust.v);
+            pthread_mutex_destroy(&A->trust.mu);
+        }
         fl_secagg_client_free(A->sa);
         fl_signer_free(A->signer);
         fl_csprng_free(A->rng);

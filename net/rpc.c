@@ -779,14 +779,55 @@ int fl_rpc_call_reply(fl_rpc_call *c, int status, const char *details, const uin
 
 /* ================================ Client ================================ */
 
+/* The peer check's state, owned by gRPC's credentials (freed by their
+ * destruct callback, which may run after the channel is gone); the channel
+ * reads it only while it is alive, and the credentials live at least as
+ * long. */
+typedef struct peer_ctx {
+    fl_rpc_peer_check check;
+    void *user;
+    pthread_mutex_t mu;
+    int refused;
+    char why[256];
+} peer_ctx;
+
+static int peer_trampoline(const char *target, const char *pem, void *ud) {
+    (void)target;
+    peer_ctx *c = ud;
+    char why[256] = "";
+    int r = c->check(c->user, pem, why, sizeof why);
+    if (r) {
+        pthread_mutex_lock(&c->mu);
+        c->refused = 1;
+        snprintf(c->why, sizeof c->why, "%s", why[0] ? why : "the server certificate was refused");
+        pthread_mutex_unlock(&c->mu);
+    }
+    return r ? 1 : 0;
+}
+
+static void peer_destruct(void *ud) {
+    peer_ctx *c = ud;
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
 struct fl_rpc_channel {
     grpc_channel *ch;
     int max_msg;
+    peer_ctx *peer; /* NULL: no peer check */
 };
 
 int fl_rpc_channel_new(fl_rpc_channel **out, const char *target, const char *ca_pem,
                        const char *cert_pem, const char *key_pem,
                        const char *ssl_target_name_override, size_t max_msg, char err[FL_ERR_LEN]) {
+    return fl_rpc_channel_new_ex(out, target, ca_pem, cert_pem, key_pem, ssl_target_name_override,
+                                 max_msg, NULL, NULL, err);
+}
+
+int fl_rpc_channel_new_ex(fl_rpc_channel **out, const char *target, const char *ca_pem,
+                          const char *cert_pem, const char *key_pem,
+                          const char *ssl_target_name_override, size_t max_msg,
+                          fl_rpc_peer_check check, void *user, char err[FL_ERR_LEN]) {
     *out = NULL;
     if (!target || !*target) return fl_seterr(err, FL_EINVAL, "rpc channel: target is required");
     if (!looks_like_pem(ca_pem))
@@ -807,9 +848,25 @@ int fl_rpc_channel_new(fl_rpc_channel **out, const char *target, const char *ca_
     ch->max_msg = maxm;
     grpc_init();
     grpc_ssl_pem_key_cert_pair pair = {key_pem, cert_pem};
+    grpc_ssl_verify_peer_options vo;
+    memset(&vo, 0, sizeof vo);
+    if (check) {
+        if (!(ch->peer = calloc(1, sizeof *ch->peer))) {
+            free(ch);
+            grpc_shutdown();
+            return fl_seterr(err, FL_ENOMEM, "rpc channel: out of memory");
+        }
+        ch->peer->check = check;
+        ch->peer->user = user;
+        pthread_mutex_init(&ch->peer->mu, NULL);
+        vo.verify_peer_callback = peer_trampoline;
+        vo.verify_peer_callback_userdata = ch->peer;
+        vo.verify_peer_destruct = peer_destruct;
+    }
     grpc_channel_credentials *creds =
-        grpc_ssl_credentials_create_ex(ca_pem, cert_pem ? &pair : NULL, NULL, NULL);
+        grpc_ssl_credentials_create_ex(ca_pem, cert_pem ? &pair : NULL, check ? &vo : NULL, NULL);
     if (!creds) {
+        if (ch->peer) peer_destruct(ch->peer);
         free(ch);
         grpc_shutdown();
         return fl_seterr(err, FL_EINVAL, "rpc channel: unusable TLS credentials");
@@ -992,6 +1049,21 @@ int fl_rpc_unary_retry(fl_rpc_channel *ch, const char *method, const uint8_t *re
             rc = fl_rpc_status_to_code(st);
         }
         if (attempts) *attempts = k;
+        if (st == FL_RPC_UNAVAILABLE && ch->peer) {
+            /* The server's certificate was refused: waiting will not change it. */
+            pthread_mutex_lock(&ch->peer->mu);
+            int refused = ch->peer->refused;
+            if (refused) {
+                char m[320];
+                int n = snprintf(m, sizeof m, "server certificate refused: %s", ch->peer->why);
+                set_details(details, details_len, m, n < 0 ? 0 : (size_t)n);
+            }
+            pthread_mutex_unlock(&ch->peer->mu);
+            if (refused) {
+                rc = FL_EAUTH;
+                break;
+            }
+        }
         if (st != FL_RPC_UNAVAILABLE || k >= bo->max_attempts) break;
         /* Full jitter (a uniform draw over the whole window) spreads out
          * clients that all lost the aggregator at the same moment. */

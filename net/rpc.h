@@ -177,6 +177,21 @@ int fl_rpc_channel_new(fl_rpc_channel **out, const char *target, const char *ca_
                        const char *cert_pem, const char *key_pem,
                        const char *ssl_target_name_override, size_t max_msg, char err[FL_ERR_LEN]);
 
+/* An extra check of the server's certificate during the TLS handshake, after
+ * gRPC has verified its chain to ca_pem and its host name: return 0 to
+ * accept; anything else fails the handshake, with the reason in why. It runs
+ * on a gRPC thread, so it must be short and thread-safe. A refusal is not
+ * transient: fl_rpc_unary_retry stops retrying on that channel and returns
+ * FL_EAUTH with the reason (status UNAVAILABLE). */
+typedef int (*fl_rpc_peer_check)(void *user, const char *peer_pem, char *why, size_t why_len);
+
+/* fl_rpc_channel_new with a peer check (NULL = none); user is passed to it
+ * and must outlive the channel. */
+int fl_rpc_channel_new_ex(fl_rpc_channel **out, const char *target, const char *ca_pem,
+                          const char *cert_pem, const char *key_pem,
+                          const char *ssl_target_name_override, size_t max_msg,
+                          fl_rpc_peer_check check, void *user, char err[FL_ERR_LEN]);
+
 /* Closes the channel. No call may be in progress on it. NULL does nothing. */
 void fl_rpc_channel_free(fl_rpc_channel *ch);
 

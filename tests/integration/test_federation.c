@@ -10,7 +10,9 @@
  *     certificate, a site outside `sites =` and an operator certificate get
  *     PERMISSION_DENIED and an audit row 'refuse' naming them; a certificate
  *     revoked while the aggregator runs is refused from then on (the CRL
- *     file is watched and reloaded, audited 'crl');
+ *     file is watched and reloaded, audited 'crl'); and a site whose
+ *     client.ini has a crl refuses an aggregator whose certificate is
+ *     revoked, in the handshake, and stops with the reason;
  *  3. refused messages from a joined site: random bytes, a wrong-shape update,
  *     a NaN update, the replay of an accepted round-1 Submit in round 2 and of
  *     a round-2 Submit after it was accepted; each is refused with a reason
@@ -88,9 +90,9 @@ static char g_agg_log[4400]; /* the last aggregator started, for failure message
 /* ---------------------------------------------------------------- paths */
 
 static const char *pki_file(const char *dir, const char *name, const char *ext) {
-    static char buf[4][4400];
+    static char buf[8][4400];
     static int k;
-    k = (k + 1) % 4;
+    k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s.%s", dir, name, ext);
     return buf[k];
 }
@@ -252,6 +254,7 @@ typedef struct fed_opts {
     int fixed_port;        /* listen on this port instead of 0 (restarts keep it) */
     const char *extra;     /* appended to aggregator.ini (more sections) */
     const char *agg_extra; /* more [aggregator] keys ("key = value\n") */
+    const char *agg_cert;  /* the aggregator's certificate name; default "aggregator" */
 } fed_opts;
 
 typedef struct fed {
@@ -294,7 +297,8 @@ static void fed_config(fed *F, const char *name, const fed_opts *o) {
             "[model]\ntype = %s\n"
             "[train]\nlocal_epochs = 1\nbatch_size = 32\nlr = 0.1\n%s",
             o->fixed_port, pki_file(g_pki, "ca", "crt"), pki_file(g_pki, "ca", "crl"),
-            pki_file(g_pki, "aggregator", "crt"), pki_file(g_pki, "aggregator", "key"),
+            pki_file(g_pki, o->agg_cert ? o->agg_cert : "aggregator", "crt"),
+            pki_file(g_pki, o->agg_cert ? o->agg_cert : "aggregator", "key"),
             o->sites ? o->sites : "site-1,site-2,site-3", o->join_timeout ? o->join_timeout : 10,
             o->stage_timeout > 0 ? o->stage_timeout : 10.0, o->agg_extra ? o->agg_extra : "",
             o->rounds ? o->rounds : 3, o->min_sites ? o->min_sites : 2,
@@ -326,15 +330,16 @@ static pid_t fed_start_client(fed *F, int k, const char *data_dir) {
     assert_int_equal(ft_write_file(ini,
                                    "[client]\n"
                                    "aggregator = 127.0.0.1:%d\n"
-                                   "ca = %s\ncert = %s\nkey = %s\n"
+                                   "ca = %s\ncrl = %s\ncert = %s\nkey = %s\n"
                                    "data = %s/site-%d.csv\n"
                                    "schema = %s\n"
                                    "state = %s/site-%d.db\n"
                                    "seed = %d\n"
                                    "device = cpu\n",
                                    F->port, pki_file(g_pki, "ca", "crt"),
-                                   pki_file(g_pki, name, "crt"), pki_file(g_pki, name, "key"),
-                                   data_dir, k, g_schema, F->dir, k, k),
+                                   pki_file(g_pki, "ca", "crl"), pki_file(g_pki, name, "crt"),
+                                   pki_file(g_pki, name, "key"), data_dir, k, g_schema, F->dir, k,
+                                   k),
                      0);
     char bin[4200];
     snprintf(bin, sizeof bin, "%s", fl_test_bin("cohort-client"));
@@ -763,15 +768,23 @@ static int group_setup(void **state) {
     static const struct {
         const char *name;
         int role;
-    } certs[] = {{"aggregator", FL_ROLE_AGGREGATOR}, {"site-1", FL_ROLE_CLIENT},
-                 {"site-2", FL_ROLE_CLIENT},         {"site-3", FL_ROLE_CLIENT},
-                 {"site-4", FL_ROLE_CLIENT},         {"site-9", FL_ROLE_CLIENT},
-                 {"site-5", FL_ROLE_CLIENT},         {"op-1", FL_ROLE_OPERATOR}};
+    } certs[] = {{"aggregator", FL_ROLE_AGGREGATOR},
+                 {"site-1", FL_ROLE_CLIENT},
+                 {"site-2", FL_ROLE_CLIENT},
+                 {"site-3", FL_ROLE_CLIENT},
+                 {"site-4", FL_ROLE_CLIENT},
+                 {"site-9", FL_ROLE_CLIENT},
+                 {"site-5", FL_ROLE_CLIENT},
+                 {"op-1", FL_ROLE_OPERATOR},
+                 {"aggregator-old", FL_ROLE_AGGREGATOR}};
     if (fl_pki_init(g_pki, "fedtest", 30, err) || fl_pki_init(g_other, "other", 30, err)) goto fail;
     for (size_t i = 0; i < sizeof certs / sizeof *certs; i++)
         if (fl_pki_issue(g_pki, certs[i].name, certs[i].role, 30, err)) goto fail;
     /* Revoked before any aggregator starts: it reads ca.crl at start. */
     if (fl_pki_revoke(g_pki, "site-4", err)) goto fail;
+    /* An aggregator certificate revoked (a retired or stolen key): sites
+     * with [client] crl refuse to talk to a server presenting it. */
+    if (fl_pki_revoke(g_pki, "aggregator-old", err)) goto fail;
     /* A certificate with a federation site's name from a CA nobody trusts. */
     if (fl_pki_issue(g_other, "site-1", FL_ROLE_CLIENT, 30, err)) goto fail;
     char csv[4200];
@@ -1043,6 +1056,28 @@ static void test_refused_connections(void **state) {
     assert_int_equal(events(&F, "kind = 'refuse' AND site = 'site-5'"), 1);
     assert_true(ft_alive(F.agg));
     ft_kill(F.agg);
+    fed_check_logs(&F);
+
+    /* (f) The other way round: an aggregator presenting a revoked
+     * certificate. A cohort-client with [client] crl (every client in these
+     * tests has one) refuses it in the TLS handshake, sends nothing, and
+     * stops at once with the reason instead of retrying. */
+    fed G;
+    fed_opts og = {.sites = "site-1,site-2", .rounds = 1, .agg_cert = "aggregator-old"};
+    fed_config(&G, "revoked-aggregator", &og);
+    fed_start_aggregator(&G);
+    fed_start_client(&G, 1, g_data3);
+    int rc = ft_wait(G.cli[1], 60000);
+    if (rc == FT_TIMEOUT)
+        fail_msg("the client is still running against a revoked aggregator:\n%s",
+                 log_tail(client_log(&G, 1)));
+    assert_int_equal(rc, 1);
+    char *clog = read_text(client_log(&G, 1));
+    int said = strstr(clog, "the aggregator's certificate is refused") && strstr(clog, "revoked");
+    free(clog);
+    if (!said) fail_msg("the client did not say why:\n%s", log_tail(client_log(&G, 1)));
+    assert_int_equal(events(&G, "kind = 'join'"), 0);
+    ft_kill(G.agg);
     fed_check_logs(&F);
 }
 
