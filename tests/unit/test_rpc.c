@@ -430,6 +430,56 @@ static void test_long_poll_expires(void **state) {
     fl_rpc_channel_free(ch);
 }
 
+/* The peer check of fl_rpc_channel_new_ex sees the server's certificate
+ * during the handshake; a refusal fails the call before anything is sent,
+ * is not retried, and names the reason. */
+typedef struct {
+    int calls, refuse;
+    char pem_head[32];
+} peer_seen;
+
+static int peer_check(void *user, const char *pem, char *why, size_t why_len) {
+    peer_seen *p = user;
+    p->calls++;
+    snprintf(p->pem_head, sizeof p->pem_head, "%.27s", pem);
+    if (p->refuse) snprintf(why, why_len, "certificate revoked (test)");
+    return p->refuse;
+}
+
+static void test_peer_check(void **state) {
+    (void)state;
+    char target[64], err[FL_ERR_LEN] = "", det[512] = "";
+    snprintf(target, sizeof target, "127.0.0.1:%d", g_port);
+    fl_rpc_backoff bo = {.max_attempts = 5, .base_ms = 20, .cap_ms = 80};
+    uint8_t *resp = NULL;
+    size_t len;
+    int st, attempts;
+    for (int refuse = 0; refuse <= 1; refuse++) {
+        peer_seen seen = {.refuse = refuse};
+        fl_rpc_channel *ch = NULL;
+        assert_int_equal(fl_rpc_channel_new_ex(&ch, target, g_ca, g_cli_crt, g_cli_key, NULL, 0,
+                                               peer_check, &seen, err),
+                         FL_OK);
+        int rc = fl_rpc_unary_retry(ch, M_ECHO, (const uint8_t *)"x", 1, 5000, &bo, &resp, &len,
+                                    &st, det, sizeof det, &attempts);
+        assert_true(seen.calls >= 1);
+        assert_string_equal(seen.pem_head, "-----BEGIN CERTIFICATE-----");
+        if (!refuse) {
+            assert_int_equal(rc, FL_OK);
+            free(resp);
+            resp = NULL;
+        } else {
+            assert_int_equal(rc, FL_EAUTH);
+            assert_int_equal(st, FL_RPC_UNAVAILABLE);
+            assert_int_equal(attempts, 1);
+            assert_null(resp);
+            if (!strstr(det, "server certificate refused: certificate revoked (test)"))
+                fail_msg("details '%s'", det);
+        }
+        fl_rpc_channel_free(ch);
+    }
+}
+
 typedef struct {
     fl_rpc_channel *ch;
     int id;
@@ -729,6 +779,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_calls),
         cmocka_unit_test(test_large_message),
         cmocka_unit_test(test_retry_unavailable),
+        cmocka_unit_test(test_peer_check),
         cmocka_unit_test(test_shutdown_with_pending_calls),
         cmocka_unit_test(test_shutdown_under_load),
         cmocka_unit_test(test_bad_config),
