@@ -972,6 +972,36 @@ static void on_call(void *user, fl_rpc_call *call) {
 
 /* ------------------------------------------------------------ main */
 
+/* Expiry is an outage that can be seen coming: the CRL expires 30 days after
+ * it is signed (then every certificate is refused: fail closed), the
+ * certificates after a year. Checked at start and every 6 hours; each item
+ * close to its end (CRL: 7 days; certificates: 30) is logged and audited
+ * ('expiry') with what to do. */
+#define EXPIRY_CHECK_MS (6 * 3600 * 1000LL)
+
+static void expiry_check(service *S) {
+    const struct {
+        const char *path, *what, *fix;
+        double warn_days;
+    } items[] = {
+        {S->cfg.crl, "the CRL", "re-sign it with `cohort pki crl` and copy it here", 7},
+        {S->cfg.cert, "the aggregator's certificate", "issue a new one with `cohort pki issue`",
+         30},
+        {S->cfg.ca, "the federation CA", "plan a new CA and re-issue every certificate", 30},
+    };
+    time_t now = time(NULL);
+    char note[FL_PATH_LEN + 256];
+    for (size_t i = 0; i < sizeof items / sizeof *items; i++) {
+        if (!fl_pki_expiry_note(note, sizeof note, items[i].path, items[i].what, items[i].fix,
+                                items[i].warn_days, now))
+            continue;
+        fl_warn("%s", note);
+        pthread_mutex_lock(&S->mu);
+        fl_fed_audit(S->fed, "expiry", NULL, note);
+        pthread_mutex_unlock(&S->mu);
+    }
+}
+
 /* A revocation takes effect without a restart: when the CRL file changes,
  * the verifier is rebuilt from it and swapped in under the service lock, so
  * a certificate revoked mid-federation is refused from its next call on.
@@ -1145,10 +1175,15 @@ int main(int argc, char **argv) {
     /* The loop: deadlines, parked polls, a changed CRL, and the end of the
      * federation (every joined site told DONE, or a grace period after the
      * first). */
-    int64_t crl_checked = 0;
+    int64_t crl_checked = 0, expiry_checked = fl_rpc_now_ms();
+    expiry_check(S);
     while (!g_stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        if (fl_rpc_now_ms() - expiry_checked >= EXPIRY_CHECK_MS) {
+            expiry_checked = fl_rpc_now_ms();
+            expiry_check(S);
+        }
         if (S->cfg.crl[0] && fl_rpc_now_ms() - crl_checked >= 1000) {
             crl_checked = fl_rpc_now_ms();
             crl_reload(S, &crl_seen);

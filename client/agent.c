@@ -1244,6 +1244,21 @@ int main(int argc, char **argv) {
         sa.sa_handler = on_signal;
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
+        /* What will stop this site working, seen coming (see the
+         * aggregator's expiry_check). */
+        const struct {
+            const char *path, *what, *fix;
+            double days;
+        } items[] = {
+            {A->cfg.crl, "the CRL", "ask the federation's CA for a re-signed ca.crl", 7},
+            {A->cfg.cert, "this site's certificate", "ask the federation's CA for a new one", 30},
+            {A->cfg.ca, "the federation CA", "ask the federation's CA what replaces it", 30},
+        };
+        char note[FL_PATH_LEN + 256];
+        for (size_t i = 0; i < sizeof items / sizeof *items; i++)
+            if (fl_pki_expiry_note(note, sizeof note, items[i].path, items[i].what, items[i].fix,
+                                   items[i].days, time(NULL)))
+                fl_warn("%s", note);
         fl_info("%lld training rows, %lld validation rows; aggregator %s",
                 (long long)A->site.n_train, (long long)A->site.n_val, A->cfg.aggregator);
         rc = run(A, err);

@@ -576,6 +576,47 @@ static long next_crl_number(const char *crl_path) {
     return next;
 }
 
+int fl_pki_file_expiry(time_t *when, const char *path, char err[FL_ERR_LEN]) {
+    char *pem = NULL;
+    size_t len = 0;
+    int rc = read_file(&pem, &len, NULL, path, CRL_MAX > PEM_MAX ? CRL_MAX : PEM_MAX, err);
+    if (rc) return rc;
+    if (strstr(pem, "-----BEGIN X509 CRL-----")) {
+        BIO *bio = BIO_new_mem_buf(pem, (int)len);
+        X509_CRL *crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, no_passphrase, NULL) : NULL;
+        if (!crl || asn1_time_to_time_t(when, X509_CRL_get0_nextUpdate(crl)))
+            rc = ossl_err(err, FL_EINVAL, "%s: expected a PEM CRL with a nextUpdate", path);
+        X509_CRL_free(crl);
+        BIO_free(bio);
+    } else {
+        X509 *x = NULL;
+        rc = parse_cert(&x, pem, len, path, err);
+        if (!rc && asn1_time_to_time_t(when, X509_get0_notAfter(x)))
+            rc = fl_seterr(err, FL_EINVAL, "%s: unreadable notAfter", path);
+        X509_free(x);
+    }
+    free(pem);
+    return rc;
+}
+
+int fl_pki_expiry_note(char *note, size_t note_len, const char *path, const char *what,
+                       const char *fix, double warn_days, time_t now) {
+    time_t when;
+    char err[FL_ERR_LEN], at[32];
+    if (!path || !path[0] || fl_pki_file_expiry(&when, path, err)) return 0;
+    double days = difftime(when, now) / 86400.0;
+    if (days > warn_days) return 0;
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (days <= 0)
+        snprintf(note, note_len, "%s (%s) expired at %s: %s", what, path, at, fix);
+    else
+        snprintf(note, note_len, "%s (%s) expires in %.1f days, at %s: %s", what, path, days, at,
+                 fix);
+    return 1;
+}
+
 /* ================================ Index ================================ */
 
 static int index_parse(fl_pki_entry **out, size_t *count, const char *path, char *text, char *err) {

@@ -95,6 +95,18 @@ int fl_pki_revoke_serial(const char *dir, const char *serial, char err[FL_ERR_LE
  * the CRL they hold has expired. */
 int fl_pki_crl_update(const char *dir, int days, char err[FL_ERR_LEN]);
 
+/* When the certificate or CRL in the PEM file at path stops being valid:
+ * a certificate's notAfter, a CRL's nextUpdate (after which every verifier
+ * refuses every certificate). FL_EIO / FL_EINVAL naming the file. */
+int fl_pki_file_expiry(time_t *when, const char *path, char err[FL_ERR_LEN]);
+
+/* When the file at path (fl_pki_file_expiry) ends within warn_days of now,
+ * or has ended, writes "WHAT (PATH) expires in N.N days, at ISO-TIME: FIX"
+ * (or "expired at") into note and returns 1; otherwise, or when the file
+ * cannot be read, 0. */
+int fl_pki_expiry_note(char *note, size_t note_len, const char *path, const char *what,
+                       const char *fix, double warn_days, time_t now);
+
 /* One row of dir/index.txt. Times are "YYYY-MM-DDTHH:MM:SSZ". */
 typedef struct fl_pki_entry {
     char serial[41]; /* hex, as printed by openssl x509 -serial */

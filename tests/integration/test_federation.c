@@ -29,6 +29,8 @@
  *     chunk of an update sent while the federation evaluates is refused at
  *     once; a spool_dir that cannot be written stops the aggregator at start
  *     (exit 2).
+ *  8. (last) a CRL about to expire is logged and audited by the aggregator
+ *     at start, and a site warns in its log.
  *
  * Site 3 in cases 3 and 5 and site 1 in case 4 are played by this process
  * (ts_*: the same calls as client/agent.c on client/site.h), which is how the
@@ -1606,6 +1608,41 @@ static void test_chunked_uploads(void **state) {
     assert_int_equal(left, 0);
 }
 
+/* ---------------------------------------------- 8. expiry, seen coming */
+
+/* A CRL re-signed to expire in 3 days: the aggregator logs and audits it at
+ * start ('expiry', naming the file and the fix), and a site warns in its
+ * log. Runs last: it shortens the shared CRL. */
+static void test_expiry_warning(void **state) {
+    (void)state;
+    char err[FL_ERR_LEN] = "";
+    if (fl_pki_crl_update(g_pki, 3, err)) fail_msg("crl: %s", err);
+    fed F;
+    fed_opts o = {.sites = "site-1,site-2", .rounds = 1, .join_timeout = 600};
+    fed_config(&F, "expiry", &o);
+    fed_start_aggregator(&F);
+    fed_start_client(&F, 1, g_data3);
+    wait_count(F.db, 1, "SELECT count(*) FROM events WHERE kind = 'join'", F.agg);
+    assert_int_equal(events(&F, "kind = 'expiry' AND detail LIKE 'the CRL (%ca.crl) expires in "
+                                "%cohort pki crl%'"),
+                     1);
+    /* This PKI's certificates and CA were made for 30 days: within the
+     * 30-day window too. */
+    assert_int_equal(events(&F, "kind = 'expiry' AND detail LIKE 'the aggregator''s certificate "
+                                "(%aggregator.crt) expires in %cohort pki issue%'"),
+                     1);
+    assert_int_equal(events(&F, "kind = 'expiry' AND detail LIKE 'the federation CA (%ca.crt)%'"),
+                     1);
+    assert_int_equal(events(&F, "kind = 'expiry'"), 3);
+    char *clog = read_text(client_log(&F, 1));
+    int warned = strstr(clog, "the CRL (") && strstr(clog, "expires in");
+    free(clog);
+    if (!warned) fail_msg("the site did not warn:\n%s", log_tail(client_log(&F, 1)));
+    ft_kill(F.cli[1]);
+    ft_kill(F.agg);
+    fed_check_logs(&F);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_three_sites, teardown),
@@ -1616,6 +1653,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_aggregator_killed_secagg, teardown),
         cmocka_unit_test_teardown(test_chunked_uploads, teardown),
         cmocka_unit_test_teardown(test_large_model, teardown),
+        cmocka_unit_test_teardown(test_expiry_warning, teardown),
     };
     /* FEDTEST_FILTER=test_site_killed runs one case (cases 3 and 5 then run
      * their own clean reference). */

@@ -573,11 +573,51 @@ static void test_openssl_cli_agrees(void **state) {
     assert_int_equal(openssl_verify(openssl, d, "agg", "sslserver"), 0);
 }
 
+/* When a certificate or the CRL stops being valid, and the note an operator
+ * gets before that happens. */
+static void test_expiry(void **state) {
+    (void)state;
+    char err[FL_ERR_LEN] = "", note[1024];
+    const char *d = tdir("expiry-notes");
+    time_t now = time(NULL), when;
+    assert_ok(fl_pki_init(d, NULL, 3650, err), err);
+    assert_ok(fl_pki_issue(d, "site-1", FL_ROLE_CLIENT, 10, err), err);
+    assert_ok(fl_pki_crl_update(d, 3, err), err);
+    assert_ok(fl_pki_file_expiry(&when, fpath(d, "site-1.crt"), err), err);
+    assert_true(labs((long)(when - now - 10 * 86400)) < 3600);
+    assert_ok(fl_pki_file_expiry(&when, fpath(d, "ca.crl"), err), err);
+    assert_true(labs((long)(when - now - 3 * 86400)) < 3600);
+    assert_ok(fl_pki_file_expiry(&when, fpath(d, "ca.crt"), err), err);
+    assert_true(when - now > 3000L * 86400);
+    /* Within the warning window: a note naming the file, the time and the fix. */
+    assert_int_equal(
+        fl_pki_expiry_note(note, sizeof note, fpath(d, "ca.crl"), "the CRL", "re-sign it", 7, now),
+        1);
+    if (!strstr(note, "the CRL (") || !strstr(note, "expires in 3.0 days") ||
+        !strstr(note, ": re-sign it"))
+        fail_msg("note '%s'", note);
+    assert_int_equal(fl_pki_expiry_note(note, sizeof note, fpath(d, "site-1.crt"), "cert", "x", 30,
+                                        now + 11 * 86400),
+                     1);
+    if (!strstr(note, "expired at")) fail_msg("note '%s'", note);
+    /* Outside it, or no readable file: nothing. */
+    assert_int_equal(
+        fl_pki_expiry_note(note, sizeof note, fpath(d, "ca.crl"), "the CRL", "x", 2, now), 0);
+    assert_int_equal(fl_pki_expiry_note(note, sizeof note, fpath(d, "nope.crt"), "n", "x", 30, now),
+                     0);
+    assert_int_equal(fl_pki_expiry_note(note, sizeof note, "", "n", "x", 30, now), 0);
+    /* Not a certificate or CRL: named. */
+    char *junk = fl_test_write_tmp("junk.pem", "hello\n");
+    assert_err(fl_pki_file_expiry(&when, junk, err), FL_EINVAL, err, "junk.pem");
+    free(junk);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_issue_roles),
         cmocka_unit_test(test_other_ca_rejected),
         cmocka_unit_test(test_expired_and_not_yet_valid),
+        cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_tampered_rejected),
         cmocka_unit_test(test_bad_names_and_roles),
