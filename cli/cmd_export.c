@@ -17,7 +17,6 @@
  * Exit codes: 0 written; 1 the audit log does not verify, the blob does not
  * match its SHA-256, or the output cannot be written; 2 bad usage, an
  * unreadable database or model file, or a round that has no model. */
-#include <errno.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -28,6 +27,7 @@
 #include "cli/clikit.h"
 #include "cli/commands.h"
 #include "client/site.h"
+#include "core/ini.h"
 #include "core/onnx.h"
 
 static void usage(FILE *f) {
@@ -151,29 +151,13 @@ cleanup:
 }
 
 static int load_from_file(model_src *m, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cohort export: --model %s: cannot open: %s\n", path, strerror(errno));
+    char err[FL_ERR_LEN] = "", *b;
+    size_t n;
+    if (fl_read_file(&b, &n, path, err)) {
+        fprintf(stderr, "cohort export: --model %s\n", err);
         return 2;
     }
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *b = malloc(cap);
-    for (size_t got; b && (got = fread(b + n, 1, cap - n, f)) > 0;) {
-        n += got;
-        if (n == cap) {
-            uint8_t *q = cap > ((size_t)1 << 34) ? NULL : realloc(b, cap *= 2);
-            if (!q) free(b);
-            b = q;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b || bad) {
-        free(b);
-        fprintf(stderr, "cohort export: %s: cannot read\n", path);
-        return 2;
-    }
-    m->blob = b;
+    m->blob = (uint8_t *)b;
     m->len = n;
     m->round = -1;
     crypto_hash_sha256(m->sha, m->blob, m->len);
