@@ -1,6 +1,8 @@
 /* testutil.c: see testutil.h. */
 #include "testutil.h"
 
+#include "fedtest.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -54,16 +56,10 @@ const char *fl_test_tmpdir(void) {
 }
 
 char *fl_test_slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) fail_msg("%s: cannot read", path);
-    fclose(f);
-    b[n] = 0;
-    if (len) *len = (size_t)n;
+    size_t n = 0;
+    char *b = ft_read_file(path, &n);
+    if (!b) fail_msg("%s: cannot read", path);
+    if (len) *len = n;
     return b;
 }
 

@@ -23,7 +23,8 @@ char *fl_test_write_tmp(const char *name, const char *text);
 /* The per-process temporary directory. */
 const char *fl_test_tmpdir(void);
 /* The whole file at path, NUL-terminated (malloc'd); *len its size when len
- * is not NULL. Fails the test when the file cannot be read. */
+ * is not NULL. ft_read_file (fedtest.h), failing the test when the file
+ * cannot be read. */
 char *fl_test_slurp(const char *path, size_t *len);
 
 typedef struct fl_proc_result {
