@@ -1008,18 +1008,15 @@ static void expiry_check(service *S) {
  * A CRL that does not load (bad signature, expired) leaves the previous one
  * in force; both outcomes are audited ('crl'). */
 static void crl_reload(service *S, fl_file_stamp *seen) {
-    fl_file_stamp now;
-    if (fl_file_stamp_get(&now, S->cfg.crl) || fl_file_stamp_same(&now, seen)) return;
-    *seen = now;
     char err[FL_ERR_LEN] = "", detail[FL_PATH_LEN + FL_ERR_LEN + 128];
     fl_pki_verifier *v = NULL;
-    int rc = fl_pki_verifier_new(&v, S->cfg.ca, S->cfg.crl, err);
+    int rc = fl_pki_verifier_reload(&v, seen, S->cfg.ca, S->cfg.crl, err);
+    if (!rc) return;
     pthread_mutex_lock(&S->mu);
-    if (rc) {
+    if (rc < 0) {
         snprintf(detail, sizeof detail,
-                 "%s changed but does not load; the previous CRL stays in "
-                 "force: %s",
-                 S->cfg.crl, err);
+                 "%s changed but does not load; the previous CRL stays in force: %s", S->cfg.crl,
+                 err);
         fl_warn("%s", detail);
     } else {
         fl_pki_verifier *old = S->verifier;

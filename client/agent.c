@@ -145,19 +145,16 @@ static int check_aggregator(void *user, const char *pem, char *why, size_t why_l
     char name[FL_PKI_NAME_MAX] = "", e[FL_ERR_LEN] = "";
     int role = 0;
     pthread_mutex_lock(&t->mu);
-    fl_file_stamp now;
-    if (!fl_file_stamp_get(&now, t->crl) && !fl_file_stamp_same(&now, &t->stamp)) {
-        fl_pki_verifier *nv = NULL;
-        t->stamp = now;
-        if (fl_pki_verifier_new(&nv, t->ca, t->crl, e)) {
-            fl_warn("%s changed but does not load; the previous CRL stays in force: %s", t->crl, e);
-        } else {
-            fl_pki_verifier_free(t->v);
-            t->v = nv;
-            fl_info("%s reloaded", t->crl);
-        }
-        e[0] = 0;
+    fl_pki_verifier *nv = NULL;
+    int r = fl_pki_verifier_reload(&nv, &t->stamp, t->ca, t->crl, e);
+    if (r < 0) {
+        fl_warn("%s changed but does not load; the previous CRL stays in force: %s", t->crl, e);
+    } else if (r > 0) {
+        fl_pki_verifier_free(t->v);
+        t->v = nv;
+        fl_info("%s reloaded", t->crl);
     }
+    e[0] = 0;
     int rc = fl_pki_verifier_check(t->v, pem, strlen(pem), name, &role, e);
     if (!rc && role != FL_ROLE_AGGREGATOR) {
         rc = FL_EAUTH;

@@ -617,6 +617,16 @@ int fl_pki_expiry_note(char *note, size_t note_len, const char *path, const char
     return 1;
 }
 
+int fl_pki_verifier_reload(fl_pki_verifier **fresh, fl_file_stamp *seen, const char *ca_path,
+                           const char *crl_path, char err[FL_ERR_LEN]) {
+    fl_file_stamp now;
+    *fresh = NULL;
+    if (fl_file_stamp_get(&now, crl_path) || fl_file_stamp_same(&now, seen)) return 0;
+    *seen = now;
+    int rc = fl_pki_verifier_new(fresh, ca_path, crl_path, err);
+    return rc ? rc : 1;
+}
+
 /* ================================ Index ================================ */
 
 static int index_parse(fl_pki_entry **out, size_t *count, const char *path, char *text, char *err) {

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "core/filestamp.h"
 #include "core/status.h"
 
 /* Roles. A certificate carries exactly one, as the subject's
@@ -153,6 +154,16 @@ int fl_pki_verifier_new(fl_pki_verifier **out, const char *ca_path, const char *
 int fl_pki_verifier_check(const fl_pki_verifier *v, const char *cert_pem, size_t len,
                           char name_out[FL_PKI_NAME_MAX], int *role_out, char err[FL_ERR_LEN]);
 void fl_pki_verifier_free(fl_pki_verifier *v);
+
+/* A verifier that follows its CRL file. When the file at crl_path has changed
+ * since *seen (a new inode, size or mtime: `cohort pki revoke|crl` replace it
+ * by rename), builds a new verifier from ca_path and it into *fresh and
+ * returns 1; returns 0, *fresh NULL, when it has not changed or cannot be
+ * stat'ed; returns an FL_E* code with the reason when it changed but does
+ * not load (the caller keeps its current verifier). *seen is updated
+ * whenever the file changed, so a bad file is reported once. */
+int fl_pki_verifier_reload(fl_pki_verifier **fresh, fl_file_stamp *seen, const char *ca_path,
+                           const char *crl_path, char err[FL_ERR_LEN]);
 
 /* ============================ Signatures ================================ */
 
